@@ -1,0 +1,1 @@
+"""The ``curvlens`` command-line tool (installed as the ``curvlens_cli`` package)."""
