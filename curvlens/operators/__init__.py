@@ -2,5 +2,12 @@
 
 from curvlens.operators.base import Block, BlockView, CurvatureOperator
 from curvlens.operators.dense import DenseOperator
+from curvlens.operators.fisher import EmpiricalFisherOperator, MCFisherOperator
+from curvlens.operators.ggn import GGNOperator
+from curvlens.operators.hessian import HessianOperator
+from curvlens.operators.model import ModelOperator
 
-__all__ = ["Block", "BlockView", "CurvatureOperator", "DenseOperator"]
+__all__ = [
+    "Block", "BlockView", "CurvatureOperator", "DenseOperator", "ModelOperator",
+    "HessianOperator", "GGNOperator", "EmpiricalFisherOperator", "MCFisherOperator",
+]

@@ -1,0 +1,99 @@
+"""The generalized Gauss-Newton matrix ``J^T H_loss J`` (PSD for the supported losses)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from curvlens.operators._losses import LossSpec, identify_loss
+from curvlens.operators.model import ModelOperator, _loss_form, batched_vjp, call_model, grads
+
+
+class OutputSpaceOperator(ModelOperator):
+    """``sum_b w_b J_b^T M_b J_b`` where ``J_b`` is the Jacobian of some per-batch output
+    ``f_b(theta)`` and ``M_b`` a symmetric operator on the output space.
+
+    ``J v`` uses the double-vjp identity: with a dummy ``u`` of the output's shape,
+    ``g(u) = J^T u`` is linear in ``u``, so the vjp of ``g`` with respect to ``u`` along ``v``
+    is ``J v``. Both graphs are kept while the memory budget allows.
+    """
+
+    is_psd = True
+
+    def _output(self, i: int, batch: Any) -> tuple[torch.Tensor, Any]:
+        """(f_b, context) of batch ``i``; ``f_b`` depends differentiably on the parameters."""
+        raise NotImplementedError
+
+    def _output_matvec(self, i: int, out: torch.Tensor, ctx: Any, W: torch.Tensor) -> torch.Tensor:
+        """``w_b M_b W`` for directions ``W`` shaped ``(k, *out.shape)``."""
+        raise NotImplementedError
+
+    def _build(self, i: int):
+        with self.state_guard():
+            out, ctx = self._output(i, self._device_batch(i))
+            if not isinstance(out, torch.Tensor):
+                raise TypeError(
+                    f"{type(self).__name__}: the model output on batch {i} is a {type(out).__name__}, "
+                    "expected a tensor; use HessianOperator with loss_fn(model, batch) for such models"
+                )
+            u = torch.zeros_like(out, requires_grad=True)
+            gu = grads([out], self.params, [u], batched=False, create_graph=True)
+        return out, ctx, u, gu, {}
+
+    def _apply(self, i: int, entry, V: list[torch.Tensor]) -> list[torch.Tensor]:
+        out, ctx, u, gu, state = entry
+        k = V[0].shape[0]
+        idx = [n for n, t in enumerate(gu) if t is not None and t.requires_grad]
+        if not idx:
+            return [torch.zeros_like(v) for v in V]
+        JV = batched_vjp([gu[n] for n in idx], [u], [V[n] for n in idx], k, state)[0]
+        MJV = self._output_matvec(i, out, ctx, JV)
+        return batched_vjp([out], self.params, [MJV], k, state)
+
+
+class GGNOperator(OutputSpaceOperator):
+    """Generalized Gauss-Newton ``G = sum_b w_b J_b^T (d^2 L_b / d f^2) J_b`` (Schraudolph 2002).
+
+    ``loss_fn`` must be a criterion applied to the model output: cross-entropy, NLL (on
+    log-probabilities), MSE, BCE-with-logits or BCE, given as a module, a
+    ``torch.nn.functional`` function or a name (see :mod:`curvlens.operators._losses`). For
+    these losses the output Hessian is PSD, so ``G`` is PSD; for cross-entropy, NLL,
+    BCE-with-logits and MSE it equals the Fisher information of the model's likelihood.
+
+    Example:
+        >>> model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+        >>> x, y = torch.randn(8, 3, dtype=torch.float64), torch.randint(0, 2, (8,))
+        >>> G = GGNOperator(model, nn.CrossEntropyLoss(), (x, y))
+        >>> bool(torch.linalg.eigvalsh(G.to_dense()).min() > -1e-12)
+        True
+    """
+
+    def __init__(self, model: nn.Module, loss_fn, data: Any, **kwargs):
+        self._check_form(loss_fn, kwargs.get("loss_form", "auto"))
+        red = kwargs.get("reduction") or getattr(loss_fn, "reduction", "mean")
+        self.spec: LossSpec = identify_loss(loss_fn, red if red in ("mean", "sum") else "mean",
+                                            purpose=type(self).__name__)
+        if not isinstance(loss_fn, nn.Module):  # a name or a functional: use the spec itself
+            loss_fn = self.spec
+            kwargs["loss_form"] = "criterion"
+        super().__init__(model, loss_fn, data, **kwargs)
+
+    def _check_form(self, loss_fn, loss_form: str) -> None:
+        if not isinstance(loss_fn, str) and _loss_form(loss_fn, loss_form) == "model_batch":
+            raise ValueError(
+                f"loss_fn: {type(self).__name__} needs a criterion applied to the model output "
+                "(cross_entropy, nll, mse, bce_with_logits, bce), got a loss_fn(model, batch); "
+                "use HessianOperator or EmpiricalFisherOperator for it"
+            )
+
+    def _output(self, i: int, batch: Any):
+        x, y = self._inputs_targets(batch, i)
+        out = call_model(self.model, x)
+        if isinstance(out, torch.Tensor):
+            self.check_loss(self.spec(out, y), i)
+        return out, y
+
+    def _output_matvec(self, i, out, y, W):
+        return self.batch_weight(i) * self.spec.hessian_vp(out, y, W)
