@@ -1,0 +1,166 @@
+"""Rules that read the curvature measurements: validity, stability, conditioning, saddles.
+
+Each rule is ``rule(m: Measurements, ctx: RecommendationContext, out: Outcome) -> None``: it
+reads measurements and context and appends evidence, warnings and missing-measurement notes
+to ``out``. Reason sentences quote the measured number and the threshold it was compared with.
+"""
+
+from __future__ import annotations
+
+from curvlens.recommend import thresholds as T
+from curvlens.recommend.context import RecommendationContext
+from curvlens.recommend.evidence import Measurements, Outcome, fmt
+
+#: summary keys whose non-finite value matters most
+_CORE = ("lambda_max", "lambda_min", "trace", "condition_number", "effective_condition_number",
+         "negative_mass", "gradient_noise_scale", "hvp_cost")
+
+
+def rule_finite_values(m: Measurements, ctx: RecommendationContext, out: Outcome) -> None:
+    """Warn about NaN / infinite measurements; they are treated as not measured."""
+    for key in sorted(m.nonfinite):
+        out.warn(f"{key} is non-finite ({m.raw.get(key)!r}) in the analysis and was ignored: the loss or a "
+                 "curvature product overflowed or became NaN; re-run analyze (float64, smaller lr or a "
+                 "checkpoint before divergence)" if key in _CORE else
+                 f"{key} is non-finite in the analysis and was ignored")
+
+
+def rule_certification(m: Measurements, ctx: RecommendationContext, out: Outcome) -> None:
+    """Warn when extreme eigenvalues were not certified (Lanczos did not converge)."""
+    for key in ("lambda_max", "lambda_min"):
+        if m.num(key) is not None and m.flag(f"{key}_certified") is False:
+            out.warn(f"{key} = {fmt(m.num(key))} is not certified (its eigensolver did not converge): learning "
+                     "rate and damping derived from it are approximate; re-run analyze with more matvecs")
+
+
+def _lr_momentum(m: Measurements, ctx: RecommendationContext) -> tuple[float | None, float, str]:
+    if ctx.lr is not None:
+        return ctx.lr, ctx.effective_momentum, "context"
+    lr = m.num("lr")
+    mom = ctx.momentum if ctx.momentum is not None else (m.num("momentum") or 0.0)
+    return lr, float(mom), "analysis"
+
+
+def rule_stability(m: Measurements, ctx: RecommendationContext, out: Outcome) -> None:
+    """Compare lambda_max with the (momentum-adjusted) stability threshold (2 + 2*beta) / lr.
+
+    Cohen et al. 2021 (edge of stability): gradient descent with step ``lr`` is unstable along
+    directions with curvature above ``2/lr``; heavy-ball momentum ``beta`` moves the limit to
+    ``(2 + 2 beta)/lr``. Adaptive methods have their own (preconditioned) threshold, not measured.
+    """
+    lmax = m.num("lambda_max")
+    lr, beta, source = _lr_momentum(m, ctx)
+    if lmax is None:
+        out.need("lambda_max", "the learning rate is derived from the sharpest curvature")
+        return
+    if lr is None:
+        out.ask("lr", "needed to compare lambda_max with the stability threshold (2+2*momentum)/lr")
+        return
+    if ctx.optimizer_id in ("adamw", "diag_hessian"):
+        return  # stability of adaptive methods depends on preconditioned sharpness (not measured)
+    threshold = (2.0 + 2.0 * beta) / lr
+    ratio = lmax / threshold
+    where = f"lambda_max {fmt(lmax)} vs stability threshold (2+2*{fmt(beta)})/lr = {fmt(threshold)} at lr={fmt(lr)}"
+    if ratio > T.STABILITY_RATIO_UNSTABLE:
+        out.warn(f"above the stability threshold: {where} (ratio {ratio:.2f} > {T.STABILITY_RATIO_UNSTABLE}); "
+                 f"gradient descent oscillates or diverges along the sharpest direction: lower lr below "
+                 f"{fmt((2 + 2 * beta) / lmax)}")
+        out.oppose("sgd_momentum", 0.2, f"at the current lr SGD is unstable ({where}, ratio {ratio:.2f} > "
+                   f"{T.STABILITY_RATIO_UNSTABLE}): it needs a smaller lr")
+    elif ratio > T.STABILITY_RATIO_EDGE:
+        out.warn(f"at the edge of stability: {where} (ratio {ratio:.2f} > {T.STABILITY_RATIO_EDGE}); "
+                 "expect loss spikes, or lower lr slightly")
+
+
+def rule_conditioning(m: Measurements, ctx: RecommendationContext, out: Outcome) -> None:
+    """Ill-conditioned problems favour curvature-aware methods; well-conditioned ones SGD.
+
+    Gradient descent needs O(kappa) iterations to reduce the error by a constant factor,
+    CG / Newton-type methods O(sqrt(kappa)) or O(1) (Nesterov 2004; Nocedal & Wright 2006).
+    """
+    cond = m.condition()
+    if cond is None:
+        out.need("condition_number", "conditioning decides between first- and second-order methods "
+                 "(needs lambda_max and lambda_min, or the effective condition number)")
+        return
+    kappa, key = cond
+    name = {"condition_number": "condition number", "effective_condition_number": "effective condition number",
+            "lambda_max/lambda_min": "lambda_max/lambda_min"}[key]
+    if kappa > T.ILL_CONDITIONED:
+        reason = (f"{name} {fmt(kappa)} > {fmt(T.ILL_CONDITIONED)} (ill-conditioned): SGD needs ~kappa steps per "
+                  "e-fold along the flattest direction, curvature-aware methods ~sqrt(kappa) or fewer")
+        out.support(("newton_cg", "lbfgs"), 1.0, reason)
+        out.support("kfac", 0.8, reason)
+        out.support("diag_hessian", 0.5, reason)
+        out.support("adamw", 0.3, reason)
+        out.oppose("sgd_momentum", 1.0, reason)
+    elif kappa < T.WELL_CONDITIONED:
+        reason = (f"{name} {fmt(kappa)} < {fmt(T.WELL_CONDITIONED)} (well-conditioned): first-order methods "
+                  "converge in a few hundred steps; a curvature method's overhead does not pay back")
+        out.support("sgd_momentum", 0.6, reason)
+        out.support("adamw", 0.2, reason)
+        out.oppose(("kfac", "newton_cg", "lbfgs"), 0.5, reason)
+        out.oppose("diag_hessian", 0.3, reason)
+
+
+def _negative_level(m: Measurements) -> tuple[str, str] | None:
+    """("strong" | "saddle" | "none", reason) from negative mass, lambda ratio or the verdict."""
+    nm, lmax, lmin = m.num("negative_mass"), m.num("lambda_max"), m.num("lambda_min")
+    se = m.num("negative_mass_stderr")
+    ratio = -lmin / lmax if (lmin is not None and lmax is not None and lmax > 0 and lmin < 0) else None
+    pm = f" +- {fmt(se)}" if se is not None else ""
+    if nm is not None:
+        if nm > T.NEGATIVE_MASS_STRONG:
+            return "strong", f"negative spectral mass {fmt(nm)}{pm} > {T.NEGATIVE_MASS_STRONG}"
+        if ratio is not None and ratio > T.NEGATIVE_RATIO_STRONG and nm > T.NEGATIVE_MASS_SADDLE:
+            return "strong", (f"|lambda_min|/lambda_max = {fmt(ratio)} > {T.NEGATIVE_RATIO_STRONG} with negative "
+                              f"mass {fmt(nm)}{pm} > {T.NEGATIVE_MASS_SADDLE}")
+        if nm > T.NEGATIVE_MASS_SADDLE:
+            return "saddle", f"negative spectral mass {fmt(nm)}{pm} > {T.NEGATIVE_MASS_SADDLE}"
+        return "none", f"negative spectral mass {fmt(nm)}{pm} <= {T.NEGATIVE_MASS_SADDLE}"
+    verdict = m.text("saddle_verdict")
+    if verdict == "strongly_indefinite":
+        return "strong", "saddle verdict 'strongly_indefinite'"
+    if verdict == "saddle_region":
+        return "saddle", "saddle verdict 'saddle_region'"
+    if verdict == "near_minimum":
+        return "none", "saddle verdict 'near_minimum'"
+    if ratio is not None:
+        if ratio > T.NEGATIVE_RATIO_STRONG:
+            return "strong", f"|lambda_min|/lambda_max = {fmt(ratio)} > {T.NEGATIVE_RATIO_STRONG}"
+        return "none", f"|lambda_min|/lambda_max = {fmt(ratio)} <= {T.NEGATIVE_RATIO_STRONG}"
+    if lmin is not None and lmin >= 0:
+        return "none", f"lambda_min {fmt(lmin)} >= 0"
+    return None
+
+
+def rule_negative_curvature(m: Measurements, ctx: RecommendationContext, out: Outcome) -> None:
+    """Negative curvature: quasi-Newton models break, noisy first-order methods escape saddles.
+
+    Dauphin et al. 2014 (saddle points dominate high-dimensional losses); BFGS needs
+    ``s^T y > 0`` (Nocedal & Wright 2006, sec. 6.1); SGD escapes strict saddles (Ge et al. 2015).
+    """
+    curvature = m.text("curvature")
+    if curvature in ("ggn", "fisher"):
+        out.need("negative_mass with curvature='hessian'", f"the {curvature} is PSD by construction and cannot "
+                 "show saddles")
+        return
+    level = _negative_level(m)
+    if level is None:
+        out.need("negative_mass", "negative curvature decides whether quasi-Newton methods are safe")
+        return
+    kind, why = level
+    if kind == "strong":
+        out.warn(f"strongly indefinite (saddle region): {why}; the point is far from a minimum")
+        out.oppose("lbfgs", 1.5, f"{why}: BFGS curvature pairs need s^T y > 0, so updates are skipped or the "
+                   "quadratic model is indefinite")
+        reason = f"{why}: stochastic first-order methods escape strict saddles"
+        out.support(("sgd_momentum", "adamw"), 0.5, reason)
+        out.support("newton_cg", 0.2, f"{why}: Newton-CG with damping > |lambda_min| (or the GGN) handles "
+                    "indefinite curvature")
+    elif kind == "saddle":
+        out.warn(f"in a saddle region: {why}")
+        out.oppose("lbfgs", 0.7, f"{why}: quasi-Newton updates become unreliable with negative curvature")
+        out.support(("sgd_momentum", "adamw"), 0.3, f"{why}: stochastic first-order methods escape saddles")
+    else:
+        out.support("lbfgs", 0.3, f"{why}: curvature is essentially positive, a quasi-Newton model fits")

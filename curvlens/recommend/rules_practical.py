@@ -1,0 +1,223 @@
+"""Rules that weigh noise, cost and the training setup (batch, memory, layers, phase, time).
+
+Same signature as :mod:`curvlens.recommend.rules_curvature`:
+``rule(m: Measurements, ctx: RecommendationContext, out: Outcome) -> None``.
+"""
+
+from __future__ import annotations
+
+import math
+
+from curvlens.recommend import thresholds as T
+from curvlens.recommend.context import RecommendationContext
+from curvlens.recommend.evidence import CANDIDATES, SECOND_ORDER, Measurements, Outcome, fmt
+
+#: layers without parameters: ignored by the K-FAC layer check
+PARAMETER_FREE_LAYERS = frozenset({
+    "relu", "gelu", "silu", "tanh", "sigmoid", "softmax", "logsoftmax", "dropout", "identity", "flatten",
+    "maxpool1d", "maxpool2d", "maxpool3d", "avgpool1d", "avgpool2d", "avgpool3d", "adaptiveavgpool2d",
+    "leakyrelu", "elu", "softplus", "sequential",
+})
+
+
+def _full_batch(m: Measurements, ctx: RecommendationContext) -> bool:
+    n = m.num("num_samples")
+    return ctx.batch_size is not None and (
+        (n is not None and ctx.batch_size >= n) or (ctx.dataset_size is not None and ctx.batch_size >= ctx.dataset_size))
+
+
+def rule_consistency(m: Measurements, ctx: RecommendationContext, out: Outcome) -> None:
+    """Flag context values that contradict what the analysis was run with."""
+    n = m.num("num_samples")
+    if ctx.batch_size is not None and n is not None and ctx.batch_size > n:
+        out.warn(f"batch_size {ctx.batch_size} is larger than the {int(n)} samples the analysis used: noise "
+                 "numbers are extrapolated; re-run analyze on at least batch_size samples, or check batch_size")
+    for key in ("lr", "momentum"):
+        a, c = m.num(key), getattr(ctx, key)
+        if a is not None and c is not None and not math.isclose(a, c, rel_tol=1e-2, abs_tol=1e-12):
+            out.warn(f"context {key}={fmt(c)} differs from {key}={fmt(a)} recorded in the analysis; the context "
+                     "value is used: pass the lr you actually train with")
+
+
+def rule_curvature_noise(m: Measurements, ctx: RecommendationContext, out: Outcome) -> None:
+    """Second-order methods need curvature estimates that are reliable at the training batch.
+
+    The relative standard error of lambda_max measured on minibatches of size B (the noise
+    study) must be at most MAX_CURVATURE_RSTDERR; the critical batch is where it gets there.
+    """
+    if ctx.batch_size is None:
+        out.ask("batch_size", "curvature noise at the training batch size decides whether K-FAC, Newton-CG "
+                "or L-BFGS can use minibatch curvature")
+        return
+    if _full_batch(m, ctx):
+        return  # deterministic: no sampling noise (see rule_gradient_noise)
+    crit = m.critical_batch("lambda_max")
+    if crit is None:
+        out.need("noise study (noise_batch_sizes, noise_rstderr_lambda_max)",
+                 "tells whether curvature estimates are reliable at your batch size")
+        return
+    bc, source = crit
+    b = ctx.batch_size
+    at = m.noise_rstderr_at(b, "lambda_max")
+    err = f" (relative error of l_max {100 * at[0]:.0f}% at B={b})" if at is not None else ""
+    if b < bc:
+        reason = (f"batch {b} is below the curvature critical batch size ~{bc:.0f}{err}, where the relative error "
+                  f"reaches {100 * T.MAX_CURVATURE_RSTDERR:.0f}% [{source}]: curvature estimates at this batch size "
+                  "are too noisy for K-FAC or Newton-CG")
+        out.oppose(("kfac", "newton_cg"), 1.0, reason)
+        out.oppose("lbfgs", 1.2, reason.replace("K-FAC or Newton-CG", "L-BFGS (noisy curvature pairs)"))
+        out.oppose("diag_hessian", 0.3, reason.replace("K-FAC or Newton-CG", "a Hessian-diagonal estimate"))
+    else:
+        reason = (f"batch {b} is at or above the curvature critical batch size ~{bc:.0f}{err} [{source}]: "
+                  f"minibatch curvature is reliable to {100 * T.MAX_CURVATURE_RSTDERR:.0f}%")
+        out.support(("kfac", "newton_cg"), 0.5, reason)
+        out.support(("lbfgs", "diag_hessian"), 0.2, reason)
+
+
+def rule_gradient_noise(m: Measurements, ctx: RecommendationContext, out: Outcome) -> None:
+    """Batch size against the gradient noise scale B_noise = tr(Sigma)/|g|^2 (McCandlish et al. 2018).
+
+    Far below B_noise steps are noise-limited (first-order methods are compute-efficient); above it
+    they are curvature-limited and preconditioning pays off (Zhang et al. 2019). Full batch is
+    deterministic: line-search methods (L-BFGS) are reliable.
+    """
+    if ctx.batch_size is None:
+        return  # asked for by rule_curvature_noise
+    b = ctx.batch_size
+    if _full_batch(m, ctx):
+        reason = (f"full batch (batch {b} covers all {int(m.num('num_samples') or ctx.dataset_size)} samples): "
+                  "gradients are exact, so deterministic methods with line searches converge reliably")
+        out.support("lbfgs", 1.2, reason)
+        out.support("newton_cg", 0.6, reason)
+        return
+    bn = m.num("gradient_noise_scale")
+    if bn is None or bn <= 0:
+        out.need("gradient_noise_scale", "compares your batch with the batch beyond which curvature pays off")
+        return
+    frac = b / bn
+    if frac < T.NOISE_DOMINATED_FRACTION:
+        reason = (f"batch {b} is {fmt(frac)} of the gradient noise scale {fmt(bn)} (< {T.NOISE_DOMINATED_FRACTION}): "
+                  "steps are noise-limited, first-order methods use compute best")
+        out.support("sgd_momentum", 0.6, reason)
+        out.support("adamw", 0.3, reason)
+        out.oppose(SECOND_ORDER, 0.5, reason)
+    elif frac >= T.CURVATURE_LIMITED_FRACTION:
+        reason = (f"batch {b} is {fmt(frac)} x the gradient noise scale {fmt(bn)} (>= {T.CURVATURE_LIMITED_FRACTION}): "
+                  "steps are curvature-limited, preconditioning keeps paying off")
+        out.support("kfac", 0.6, reason)
+        out.support("newton_cg", 0.4, reason)
+        out.support(("adamw", "diag_hessian"), 0.3, reason)
+
+
+def rule_memory(m: Measurements, ctx: RecommendationContext, out: Outcome) -> None:
+    """Optimizer state must fit in the memory budget next to activations and data."""
+    p = m.num("num_params")
+    if ctx.memory_bytes is None:
+        out.ask("memory_bytes", "rejects optimizers whose state does not fit (L-BFGS history, K-FAC factors)")
+        return
+    if p is None:
+        out.need("num_params", "needed to size each optimizer's state against the memory budget")
+        return
+    budget, unit = float(ctx.memory_bytes), p * ctx.bytes_per_param
+    if unit > budget:
+        out.warn(f"memory budget {_gb(budget)} is smaller than the parameters themselves ({_gb(unit)}): "
+                 "check --memory (units) or bytes_per_param")
+    for opt, copies in T.MEMORY_COPIES.items():
+        floor = 3.0 + 2 * 3 if opt == "lbfgs" else copies  # L-BFGS can shrink its history to 3
+        need = copies * unit
+        if floor * unit > budget:
+            out.veto(opt, f"{CANDIDATES[opt]} needs ~{_gb(floor * unit)} of state ({floor:.0f} copies of "
+                     f"{fmt(p)} params) > memory budget {_gb(budget)}")
+        elif need > T.MEMORY_TIGHT_FRACTION * budget:
+            out.oppose(opt, 0.5, f"{CANDIDATES[opt]} state ~{_gb(need)} ({copies:.0f} copies of the params) is "
+                       f"{100 * need / budget:.0f}% > {100 * T.MEMORY_TIGHT_FRACTION:.0f}% of the memory budget "
+                       f"{_gb(budget)}, leaving little for activations")
+
+
+def _gb(x: float) -> str:
+    return f"{x / 1e9:.3g} GB" if x >= 1e8 else f"{x / 1e6:.3g} MB"
+
+
+def rule_layer_support(m: Measurements, ctx: RecommendationContext, out: Outcome) -> None:
+    """K-FAC needs Kronecker-factored layers (Linear, Conv; Martens & Grosse 2015, Grosse & Martens 2016)."""
+    if ctx.layer_types is None:
+        out.ask("layer_types", "K-FAC only supports some layers (linear, conv)")
+        return
+    kinds = set(ctx.layer_types)
+    supported = sorted(kinds & T.KFAC_SUPPORTED_LAYERS)
+    unsupported = sorted(kinds - T.KFAC_SUPPORTED_LAYERS - PARAMETER_FREE_LAYERS)
+    ok = ", ".join(sorted(T.KFAC_SUPPORTED_LAYERS))
+    if not supported:
+        out.veto("kfac", f"no K-FAC-supported layer among {', '.join(sorted(kinds))} (supported: {ok})")
+    elif unsupported:
+        out.oppose("kfac", 0.4, f"K-FAC covers {', '.join(supported)} but not {', '.join(unsupported)}, whose "
+                   "parameters fall back to a first-order update")
+    else:
+        out.support("kfac", 0.3, f"every parameterized layer ({', '.join(supported)}) is supported by K-FAC")
+
+
+def rule_product_cost(m: Measurements, ctx: RecommendationContext, out: Outcome) -> None:
+    """Expensive curvature products hurt methods that need many per step (Newton-CG)."""
+    c = m.num("hvp_cost")
+    if c is None or c <= 0:
+        out.need("hvp_cost", f"the cost of a curvature product sets per-step cost and refresh intervals (assumed "
+                 f"{T.DEFAULT_HVP_COST} gradients)")
+        return
+    if c > T.HVP_COST_EXPENSIVE:
+        reason = (f"a curvature product costs {fmt(c)} gradients (> {T.HVP_COST_EXPENSIVE}): methods that need "
+                  "many products per step are slow")
+        out.oppose("newton_cg", 0.6, reason)
+        out.oppose("diag_hessian", 0.3, reason)
+    else:
+        out.support("newton_cg", 0.2, f"a curvature product costs {fmt(c)} gradients (<= {T.HVP_COST_EXPENSIVE}): "
+                    "CG iterations are affordable")
+
+
+def rule_phase(m: Measurements, ctx: RecommendationContext, out: Outcome) -> None:
+    """Training phase: early curvature changes fast; fine-tuning favours AdamW with a small lr."""
+    if ctx.phase is None:
+        out.ask("phase", "early training, mid training and fine-tuning favour different optimizers")
+        return
+    if ctx.phase == "early":
+        reason = "phase 'early': curvature changes quickly, so curvature estimates go stale between refreshes"
+        out.support(("sgd_momentum", "adamw"), 0.3, reason)
+        out.oppose(("newton_cg", "lbfgs"), 0.3, reason)
+    elif ctx.phase == "fine-tuning":
+        reason = ("phase 'fine-tuning': small, well-behaved steps from a pretrained point; AdamW with a small lr "
+                  "is the established default")
+        out.support("adamw", 0.5, reason)
+        out.oppose(("kfac", "newton_cg"), 0.2, reason)
+
+
+def rule_current_optimizer(m: Measurements, ctx: RecommendationContext, out: Outcome) -> None:
+    """Switching mid-training resets optimizer state and needs re-tuning: keep the current one if close."""
+    cur = ctx.optimizer_id
+    if cur is None or ctx.phase not in ("mid", "fine-tuning"):
+        return
+    out.support(cur, 0.3, f"{CANDIDATES[cur]} is already in use in phase '{ctx.phase}': switching resets its "
+                "state and needs re-tuning")
+
+
+def rule_time_budget(m: Measurements, ctx: RecommendationContext, out: Outcome) -> None:
+    """A tight time budget penalizes methods with a high cost per step.
+
+    The time of one gradient is estimated from the analysis (``seconds / matvecs / hvp_cost``,
+    scaled from ``num_samples`` to ``batch_size``): a rough upper bound.
+    """
+    if ctx.time_budget_s is None:
+        return
+    sec, mv, n = m.num("seconds"), m.num("matvecs"), m.num("num_samples")
+    c = m.num("hvp_cost") or T.DEFAULT_HVP_COST
+    if sec is None or mv is None or mv <= 0:
+        out.need("seconds and matvecs", "needed to turn the time budget into a number of steps")
+        return
+    t_grad = sec / mv / c
+    if ctx.batch_size is not None and n is not None and n > 0:
+        t_grad *= ctx.batch_size / n
+    steps = ctx.time_budget_s / max(t_grad, 1e-12)
+    if steps < T.FEW_STEPS:
+        reason = (f"time budget {fmt(ctx.time_budget_s)} s affords ~{steps:.0f} SGD steps (< {T.FEW_STEPS}, one "
+                  f"gradient ~{fmt(t_grad)} s estimated from the analysis): costly steps leave too few of them")
+        out.oppose("newton_cg", 0.6, reason)
+        out.oppose("kfac", 0.3, reason)
+        out.oppose("diag_hessian", 0.2, reason)
