@@ -89,8 +89,13 @@ def _h5py():
 
 
 def _escape(key: str) -> str:
+    """HDF5 name of a dict key / field: '/' and '%' escaped; '', leading '.' and 'curvlens-' made safe."""
     key = key.replace("%", "%25").replace("/", "%2F")
-    return "%2E" + key[1:] if key.startswith(".") else key
+    if key == "":
+        return "%"
+    if key.startswith(".") or key.startswith("curvlens-"):  # '.' is special; curvlens-* are our attributes
+        return f"%{ord(key[0]):02X}" + key[1:]
+    return key
 
 
 def _is_result(v: Any) -> bool:
@@ -105,7 +110,7 @@ def _write_scalar_attr(g, name: str, v) -> None:
         g.attrs[name] = v
 
 
-def _write_tensor(g, name: str, v: torch.Tensor, where: str, compression) -> None:
+def _write_tensor(g, name: str, v: torch.Tensor, where: str, opts: dict) -> None:
     if v.layout != torch.strided:
         raise TypeError(f"{where}: cannot store a {v.layout} tensor; convert it with .to_dense() first")
     t = v.detach().cpu().resolve_conj().resolve_neg()
@@ -113,20 +118,20 @@ def _write_tensor(g, name: str, v: torch.Tensor, where: str, compression) -> Non
         arr = t.numpy()
     except TypeError:  # bfloat16, float8, complex32: no numpy dtype
         arr = (t.to(torch.complex64) if t.is_complex() else t.to(torch.float32)).numpy()
-    _write_array(g, name, arr, where, compression)
+    _write_array(g, name, arr, where, opts)
     g[name].attrs[_TYPE] = "tensor"
     g[name].attrs["torch-dtype"] = str(v.dtype).removeprefix("torch.")
     g[name].attrs["device"] = str(v.device)
 
 
-def _write_array(g, name: str, arr: np.ndarray, where: str, compression) -> None:
+def _write_array(g, name: str, arr: np.ndarray, where: str, opts: dict) -> None:
     if arr.dtype.kind in "OMmV":
         raise TypeError(f"{where}: cannot store a numpy array of dtype {arr.dtype}; convert it to numbers or str")
     data, kw = arr, {}
     if arr.dtype.kind == "U":
         data, kw = arr.astype(object), {"dtype": _h5py().string_dtype()}
-    if compression is not None and arr.ndim > 0 and arr.size > 0:
-        kw["compression"] = compression
+    if arr.ndim > 0 and arr.size > 0 and arr.dtype.kind != "U":
+        kw.update(opts)  # chunked storage: compression and Fletcher-32 checksums
     ds = g.create_dataset(name, data=data, **kw)
     ds.attrs[_TYPE] = "ndarray"
     ds.attrs["numpy-dtype"] = arr.dtype.str
@@ -143,7 +148,7 @@ def _homogeneous(v: list | tuple) -> str | None:
     return t.__name__
 
 
-def _write_value(g, key: str, v: Any, where: str, compression) -> str:
+def _write_value(g, key: str, v: Any, where: str, opts: dict) -> str:
     """Store ``v`` under ``key`` in group ``g``; return its type tag."""
     h5py = _h5py()
     name = _escape(key)
@@ -166,10 +171,10 @@ def _write_value(g, key: str, v: Any, where: str, compression) -> str:
         g.attrs[name] = str(v)
         return "torch.dtype"
     if isinstance(v, torch.Tensor):
-        _write_tensor(g, name, v, where, compression)
+        _write_tensor(g, name, v, where, opts)
         return "tensor"
     if isinstance(v, np.ndarray):
-        _write_array(g, name, v, where, compression)
+        _write_array(g, name, v, where, opts)
         return "ndarray"
     if isinstance(v, (list, tuple)):
         seq = "list" if isinstance(v, list) else "tuple"
@@ -183,7 +188,7 @@ def _write_value(g, key: str, v: Any, where: str, compression) -> str:
             return f"{seq}:{plain}"
         sub = g.create_group(name)
         sub.attrs[_TYPE] = seq
-        fields = [[str(i), _write_value(sub, str(i), x, f"{where}[{i}]", compression)] for i, x in enumerate(v)]
+        fields = [[str(i), _write_value(sub, str(i), x, f"{where}[{i}]", opts)] for i, x in enumerate(v)]
         sub.attrs[_FIELDS] = json.dumps(fields)
         return seq
     if isinstance(v, dict):
@@ -193,17 +198,17 @@ def _write_value(g, key: str, v: Any, where: str, compression) -> str:
                             "convert the keys with str()")
         sub = g.create_group(name)
         sub.attrs[_TYPE] = "dict"
-        fields = [[k, _write_value(sub, k, x, f"{where}[{k!r}]", compression)] for k, x in v.items()]
+        fields = [[k, _write_value(sub, k, x, f"{where}[{k!r}]", opts)] for k, x in v.items()]
         sub.attrs[_FIELDS] = json.dumps(fields)
         return "dict"
     if _is_result(v):
-        _write_result(g.create_group(name), v, where, compression)
+        _write_result(g.create_group(name), v, where, opts)
         return "result"
     raise TypeError(f"{where}: cannot store a value of type {type(v).__name__} in HDF5; use tensors, numpy "
                     "arrays, numbers, str, None, lists / tuples / dicts of those, or registered results")
 
 
-def _write_result(g, result: Any, where: str, compression) -> None:
+def _write_result(g, result: Any, where: str, opts: dict) -> None:
     cls = type(result)
     kind = getattr(cls, "__curvlens_kind__", None)
     if kind is None or RESULT_KINDS.get(kind, (None,))[0] is not cls:
@@ -212,7 +217,7 @@ def _write_result(g, result: Any, where: str, compression) -> None:
     g.attrs[_TYPE] = "result"
     g.attrs[_KIND] = kind
     g.attrs[_SCHEMA] = int(cls.__curvlens_schema__)
-    fields = [[f.name, _write_value(g, f.name, getattr(result, f.name), f"{where}.{f.name}", compression)]
+    fields = [[f.name, _write_value(g, f.name, getattr(result, f.name), f"{where}.{f.name}", opts)]
               for f in dataclasses.fields(result) if f.init]
     g.attrs[_FIELDS] = json.dumps(fields)
 
@@ -232,7 +237,7 @@ def _headline_attrs(result: Any) -> dict[str, Any]:
 
 
 def save_result(result: Any, path: str | os.PathLike, *, attrs: dict[str, Any] | None = None,
-                compression: str | None = None) -> Path:
+                compression: str | None = None, checksum: bool = True) -> Path:
     """Write a registered result to an HDF5 file, atomically (see the module docstring for the layout).
 
     The file is written to a temporary file in the same directory, fsynced and renamed onto
@@ -244,6 +249,8 @@ def save_result(result: Any, path: str | os.PathLike, *, attrs: dict[str, Any] |
         attrs: extra top-level file attributes (str keys; numbers, str, bool or lists of them),
             e.g. ``{"model": "resnet18.pt"}``. Names starting with ``curvlens-`` are reserved.
         compression: h5py compression for datasets (e.g. ``"gzip"``), default none.
+        checksum: store a Fletcher-32 checksum with every non-empty array dataset, so that
+            damaged data is reported by :func:`load_result` instead of read silently.
 
     Returns:
         The destination path.
@@ -272,6 +279,9 @@ def save_result(result: Any, path: str | os.PathLike, *, attrs: dict[str, Any] |
                             f"{type(v).__name__}; convert it with str()")
     h5py = _h5py()
     dest = Path(path)
+    opts: dict[str, Any] = {"fletcher32": bool(checksum)} if checksum else {}
+    if compression is not None:
+        opts["compression"] = compression
     with atomic_path(dest) as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs["curvlens-format"] = FORMAT_VERSION
@@ -283,7 +293,7 @@ def save_result(result: Any, path: str | os.PathLike, *, attrs: dict[str, Any] |
             for k, v in {**_headline_attrs(result), **(attrs or {})}.items():
                 is_strs = isinstance(v, (list, tuple)) and _homogeneous(v) == "str"
                 f.attrs[k] = np.asarray(list(v), dtype=h5py.string_dtype()) if is_strs else v
-            _write_result(f.create_group(RESULT_GROUP), result, "result", compression)
+            _write_result(f.create_group(RESULT_GROUP), result, "result", opts)
     return dest
 
 
@@ -328,6 +338,15 @@ def _read_array(ds) -> np.ndarray:
     return np.asarray(ds[...]).astype(want, copy=False)
 
 
+def _read_dataset(ds, where: str) -> np.ndarray:
+    try:
+        return _read_array(ds)
+    except (OSError, RuntimeError) as e:
+        reason = (str(e).splitlines() or [type(e).__name__])[0]
+        hint = "; failed checksum" if ds.fletcher32 else ""
+        raise SchemaError(f"{where}: damaged dataset, the file is corrupt ({reason}{hint}); regenerate it") from e
+
+
 def _read_value(g, key: str, tag: str, where: str) -> Any:
     name = _escape(key)
     if tag == "none":
@@ -347,10 +366,10 @@ def _read_value(g, key: str, tag: str, where: str) -> Any:
             raise SchemaError(f"{where}: unknown torch dtype {_raw(g, name)!r}; upgrade torch")
         return dt
     if tag == "ndarray":
-        return _read_array(g[name])
+        return _read_dataset(g[name], where)
     if tag == "tensor":
         ds = g[name]
-        arr = _read_array(ds)
+        arr = _read_dataset(ds, where)
         dt = getattr(torch, _as_str(ds.attrs["torch-dtype"]), None)
         if not isinstance(dt, torch.dtype):
             raise SchemaError(f"{where}: unknown torch dtype {ds.attrs['torch-dtype']!r}; upgrade torch")
@@ -428,22 +447,29 @@ def load_result(path: str | os.PathLike) -> Any:
         reason = (str(e).splitlines() or [type(e).__name__])[0]
         raise SchemaError(f"{str(p)!r} is not a readable HDF5 file ({reason}): it is truncated, corrupt or not "
                           "written by curvlens; regenerate it") from None
-    with f:
-        fmt = f.attrs.get("curvlens-format")
-        if fmt is None or RESULT_GROUP not in f:
-            raise SchemaError(f"{str(p)!r} is an HDF5 file but not a curvlens results file (no curvlens-format "
-                              f"attribute or no {RESULT_GROUP!r} group); write it with curvlens.io.save_result")
-        if int(fmt) > FORMAT_VERSION:
-            raise SchemaError(f"{str(p)!r} uses file format {int(fmt)}, newer than {FORMAT_VERSION}; upgrade "
-                              "curvlens (pip install -U curvlens)")
-        try:
-            return _read_result(f[RESULT_GROUP], "result")
-        except SchemaError as e:
-            raise SchemaError(f"{str(p)!r}: {e}") from None
-        except (OSError, KeyError, ValueError, TypeError, json.JSONDecodeError) as e:
-            reason = (str(e).splitlines() or [type(e).__name__])[0]
-            raise SchemaError(f"{str(p)!r} is a corrupt curvlens results file ({type(e).__name__}: {reason}); "
-                              "regenerate it") from e
+    try:
+        with f:
+            return _read_file(f, p)
+    except SchemaError:
+        raise
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError) as e:  # h5py reports damage in many ways
+        reason = (str(e).splitlines() or [type(e).__name__])[0]
+        raise SchemaError(f"{str(p)!r} is a corrupt curvlens results file ({type(e).__name__}: {reason}); "
+                          "regenerate it") from e
+
+
+def _read_file(f, p: Path) -> Any:
+    fmt = f.attrs.get("curvlens-format")
+    if fmt is None or RESULT_GROUP not in f:
+        raise SchemaError(f"{str(p)!r} is an HDF5 file but not a curvlens results file (no curvlens-format "
+                          f"attribute or no {RESULT_GROUP!r} group); write it with curvlens.io.save_result")
+    if int(fmt) > FORMAT_VERSION:
+        raise SchemaError(f"{str(p)!r} uses file format {int(fmt)}, newer than {FORMAT_VERSION}; upgrade "
+                          "curvlens (pip install -U curvlens)")
+    try:
+        return _read_result(f[RESULT_GROUP], "result")
+    except SchemaError as e:
+        raise SchemaError(f"{str(p)!r}: {e}") from None
 
 
 # ---------------------------------------------------------------- summary.json
