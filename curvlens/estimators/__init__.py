@@ -1,1 +1,22 @@
-"""curvlens.estimators"""
+"""Stochastic estimators of traces, diagonals and norms of curvature operators.
+
+Which trace estimator: :func:`xtrace` (default recommendation; best on decaying spectra,
+exact for low rank, built-in error estimate), :func:`hutchpp_trace` (close second, cheaper
+bookkeeping), :func:`hutchinson_trace` (flat spectra, PyHessian-compatible numbers).
+Diagonal: :func:`exact_diagonal` for small ``D``, else :func:`xdiag` or
+:func:`hutchinson_diagonal`. Norm: :func:`frobenius_norm`.
+"""
+
+from curvlens.estimators._probes import probe_vectors
+from curvlens.estimators.diagonal import DiagonalResult, exact_diagonal, hutchinson_diagonal, xdiag
+from curvlens.estimators.hutchpp import hutchpp_trace
+from curvlens.estimators.norms import NormResult, frobenius_norm
+from curvlens.estimators.trace import TraceResult, hutchinson_trace
+from curvlens.estimators.xtrace import xtrace
+
+__all__ = [
+    "probe_vectors",
+    "TraceResult", "hutchinson_trace", "hutchpp_trace", "xtrace",
+    "DiagonalResult", "exact_diagonal", "hutchinson_diagonal", "xdiag",
+    "NormResult", "frobenius_norm",
+]

@@ -1,0 +1,54 @@
+"""Per-row samples of deflated (Hutch++ / XTrace style) estimators.
+
+Given an orthonormal basis ``Q`` (D, r) with ``Z = A Q`` and a projector ``P = Q Pi Q^T``
+(``Pi = I`` for Hutch++, ``Pi_i = I - s_i s_i^T`` for XTrace's leave-one-out bases), the
+diagonal of ``A`` splits exactly as
+
+    diag(A) = diag(2 P A - P A P) + diag((I - P) A (I - P)),
+
+because ``diag(P A (I-P)) = diag((I-P) A P)`` for symmetric ``A``. The first term is known
+from ``Q`` and ``Z``; the second is estimated without bias by ``w * ((I-P) A (I-P) w)`` for a
+probe ``w`` independent of ``P`` with ``E[w w^T] = I``. Summing rows gives traces, summing the
+rows of a block gives the block's trace, keeping rows gives a diagonal estimate: one set of
+products serves all three.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def deflated_row_samples(
+    Q: torch.Tensor,
+    Z: torch.Tensor,
+    Omega: torch.Tensor,
+    U: torch.Tensor,
+    AU: torch.Tensor,
+    S: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Per-row, per-probe unbiased samples of ``diag(A)``.
+
+    Args:
+        Q: (D, r) orthonormal basis; Z: (D, r) = ``A Q``.
+        Omega: (D, k) probes; U: (D, k) = ``(I - P_i) Omega_i``; AU: (D, k) = ``A U``.
+        S: (r, k) unit (or zero) columns ``s_i`` defining ``P_i = Q (I - s_i s_i^T) Q^T``;
+            None for a single projector ``P = Q Q^T``.
+
+    Returns:
+        (D, k) float64 tensor whose column ``i`` has expectation ``diag(A)`` (row sums:
+        trace samples).
+    """
+    H = Q.T @ Z
+    H = (H + H.T) / 2
+    qz = (Q * Z).sum(1, keepdim=True)
+    qhq = ((Q @ H) * Q).sum(1, keepdim=True)
+    X = Q.T @ AU
+    if S is None:
+        det = 2 * qz - qhq
+        resid = AU - Q @ X
+    else:
+        Qs, Zs, QHs = Q @ S, Z @ S, Q @ (H @ S)
+        d = (S * (H @ S)).sum(0, keepdim=True)
+        det = 2 * (qz - Qs * Zs) - (qhq - 2 * Qs * QHs + Qs * Qs * d)
+        resid = AU - Q @ (X - S * (S * X).sum(0, keepdim=True))
+    return (det + Omega * resid).double()
