@@ -167,12 +167,8 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def fmt(x: float | None, digits: int = 3) -> str:
-    """Compact number for reason sentences: 3 significant digits, ``~`` for big integers."""
+def fmt(x: float | None, digits: int = 4) -> str:
+    """Compact number for reason sentences (``digits`` significant digits)."""
     if x is None:
         return "n/a"
-    if not math.isfinite(x):
-        return str(x)
-    if x != 0 and (abs(x) >= 1e5 or abs(x) < 1e-3):
-        return f"{x:.{digits - 1}e}"
     return f"{x:.{digits}g}"
