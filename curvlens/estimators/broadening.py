@@ -62,15 +62,16 @@ def _support(nodes: np.ndarray, weights: np.ndarray) -> tuple[float, float]:
 
 
 def default_sigma(nodes: np.ndarray, weights: np.ndarray) -> float:
-    """Default broadening width: 1% of the span of the nodes carrying weight.
+    """Default broadening width ``sqrt(1e-5) * span / 2`` (Ghorbani et al. 2019).
 
-    When all nodes coincide, 1% of their magnitude (or 0.01 for a zero spectrum).
+    That is ``sigma^2 = 1e-5`` on the spectrum mapped to ``[-1, 1]``; ``span`` is the range of
+    the nodes carrying weight, or their magnitude when all coincide (1 for a zero spectrum).
     """
     lo, hi = _support(nodes, weights)
     scale = hi - lo
     if not scale > 0:
         scale = max(abs(lo), abs(hi)) or 1.0
-    return 0.01 * scale
+    return math.sqrt(1e-5) * scale / 2.0
 
 
 def default_grid(nodes: np.ndarray, weights: np.ndarray, sigma: float, num_points: int) -> np.ndarray:

@@ -37,7 +37,7 @@ from curvlens.estimators import kpm as _kpm
 from curvlens.estimators._probes import check_probe_kind, probe_vectors
 from curvlens.estimators.broadening import Estimate, broaden, default_grid, default_sigma, probe_mean
 from curvlens.estimators.wasserstein import wasserstein_1
-from curvlens.linalg.lanczos import lanczos
+from curvlens.estimators.slq import run_slq
 from curvlens.results import RunInfo, RunTimer, register_result
 
 __all__ = ["DensityResult", "Estimate", "spectral_density"]
@@ -171,16 +171,16 @@ def _check_sigma(sigma) -> float:
     if not (math.isfinite(s) and s > 0):
         raise ValueError(
             f"sigma: expected a finite width > 0 (in eigenvalue units), got {sigma!r}; "
-            "leave sigma=None for 1% of the spectral span"
+            "leave sigma=None for the default (0.00158 x spectral span)"
         )
     return s
 
 
 def _check_grid(grid, nodes, weights, sigma) -> np.ndarray:
     if grid is None or (isinstance(grid, (int, np.integer)) and not isinstance(grid, bool)):
-        n = 1024 if grid is None else int(grid)
+        n = 2048 if grid is None else int(grid)
         if n < 2:
-            raise ValueError(f"grid: expected at least 2 points, got {grid!r}; use grid=1024")
+            raise ValueError(f"grid: expected at least 2 points, got {grid!r}; use grid=2048")
         return default_grid(nodes, weights, sigma, n)
     if isinstance(grid, torch.Tensor):
         grid = grid.detach().cpu().double().numpy()
@@ -193,28 +193,6 @@ def _check_grid(grid, nodes, weights, sigma) -> np.ndarray:
     return g
 
 
-def _slq(op, V, num_steps, callback, total):
-    P = V.shape[1]
-    m = min(num_steps, op.dim)
-    nodes = np.zeros((P, m))
-    weights = np.zeros((P, m))
-    breakdowns = 0
-    for p in range(P):
-        base = p * m
-
-        def cb(step, _n, base=base):
-            if callback is not None:
-                callback(base + step, total)
-
-        res = lanczos(op, m, v0=V[:, p], reorth=True, store_basis=False, callback=cb)
-        theta, S = res.ritz()
-        k = len(theta)
-        nodes[p, :k], weights[p, :k] = theta, S[0, :] ** 2
-        nodes[p, k:] = theta[-1]  # padding: zero weight, keeps the row sorted
-        breakdowns += int(res.breakdown)
-    return nodes, weights, breakdowns
-
-
 def spectral_density(
     op,
     *,
@@ -225,6 +203,8 @@ def spectral_density(
     sigma: float | None = None,
     grid=None,
     bounds: tuple[float, float] | None = None,
+    deflate: bool = True,
+    fill_budget: bool = True,
     generator: torch.Generator | int | None = None,
     callback: Callable[[int, int], None] | None = None,
 ) -> DensityResult:
@@ -238,8 +218,11 @@ def spectral_density(
     ``bounds`` is not given) and return the same :class:`DensityResult`.
 
     The smoothed ``density`` convolves the probe-averaged measure with a Gaussian of width
-    ``sigma`` (default: 1% of the span of the nodes) on ``grid`` (default: 1024 points from
-    ``min node - 6 sigma`` to ``max node + 6 sigma``, so it integrates to 1).
+    ``sigma`` on ``grid``. Default ``sigma``: ``sqrt(1e-5)`` on the spectrum mapped to
+    ``[-1, 1]`` (Ghorbani et al. 2019), i.e. ``0.00158 * (max node - min node)``; default grid:
+    2048 points from ``min node - 6 sigma`` to ``max node + 6 sigma`` (integrates to 1). The
+    helpers (:meth:`DensityResult.fraction_below`, ``negative_mass``, ``moment``) integrate
+    the unsmoothed nodes and weights.
 
     Args:
         op: a :class:`~curvlens.operators.CurvatureOperator`.
@@ -252,6 +235,14 @@ def spectral_density(
         grid: number of grid points or an increasing 1-D array of points.
         bounds: ``(lmin, lmax)`` enclosing the spectrum, for KPM only (e.g. from
             ``extreme_eigenvalues``); default: a short Lanczos run, padded.
+        deflate: SLQ only. Deflate the Ritz pairs that the first probe's run converged
+            (outliers, typically) from the later probes, which then carry their exact
+            mass ``1/D`` each: same cost, still unbiased, much less probe noise on spectra
+            with outliers (see :mod:`curvlens.estimators.slq`). ``False`` gives plain SLQ.
+        fill_budget: SLQ only. When probes find an invariant subspace in fewer than
+            ``num_steps`` steps (few distinct eigenvalues, tiny operators), spend the unused
+            products of the ``num_probes * num_steps`` budget on extra probes, so the result
+            may hold more than ``num_probes`` rows. ``False``: exactly ``num_probes`` rows.
         generator: ``torch.Generator``, int seed or None (fresh seed, recorded in ``info``).
         callback: ``callback(done, total)`` in units of products.
 
@@ -290,9 +281,18 @@ def spectral_density(
     converged, cheb, status_extra = True, None, ""
     if method == "slq":
         total = num_probes * min(num_steps, op.dim)
-        nodes, weights, nb = _slq(op, V, num_steps, callback, total)
-        if nb:
-            status_extra = f"; {nb} probe(s) found an invariant subspace early (exact, zero-weight padding)"
+        def draw(k):
+            return probe_vectors(op.dim, k, kind=probe, dtype=op.dtype, device=op.device, generator=gen)
+
+        nodes, weights, extra = run_slq(
+            op, V, num_steps, deflate=deflate, fill_budget=fill_budget, draw=draw, callback=callback, total=total
+        )
+        if extra["extra_probes"]:
+            status_extra += f"; {extra['extra_probes']} extra probe(s) from products left by early stops"
+        if extra["deflated"]:
+            status_extra += f"; {extra['deflated']} converged eigenpair(s) of probe 1 deflated from later probes"
+        if extra["breakdowns"]:
+            status_extra += f"; {extra['breakdowns']} probe(s) found an invariant subspace early (exact)"
     else:
         bound_steps = min(op.dim, 30)
         if bounds is None:
