@@ -158,6 +158,10 @@ def _write_value(g, key: str, v: Any, where: str, opts: dict) -> str:
     if isinstance(v, np.generic) and v.dtype.kind in "biufc":
         g.attrs[name] = v
         return "np:" + v.dtype.name
+    if isinstance(v, (int, float, complex, str)) and type(v) not in (bool, int, float, complex, str):
+        raise TypeError(f"{where}: cannot store {type(v).__name__} (a subclass of {type(v).__mro__[1].__name__}) "
+                        "without losing its extra state; store plain values (e.g. float(x) and x.stderr) in "
+                        "separate fields")
     if isinstance(v, bool):
         g.attrs[name] = np.bool_(v)
         return "bool"

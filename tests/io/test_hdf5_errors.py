@@ -255,3 +255,15 @@ def test_flipped_data_byte_is_detected_by_checksum(good, checksum):
             load_result(path)
     else:  # without checksums HDF5 cannot see the damage: the value silently differs
         assert results_equal(load_result(path), res, explain=True) == "result.first: tensor values differ"
+
+
+class _Measured(float):
+    __slots__ = ("stderr",)
+
+
+def test_float_subclass_with_state_is_refused_not_silently_truncated(tmp_path):
+    x = _Measured(0.5)
+    x.stderr = 0.1
+    with pytest.raises(TypeError, match=r"result\.extra: cannot store _Measured \(a subclass of float\) without "
+                                        r"losing its extra state"):
+        save_result(_payload(extra=x), tmp_path / "m.h5")
