@@ -17,6 +17,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from curvlens._rng import resolve_generator
+from curvlens.linalg._validate import check_callback, check_int, check_operator
 from curvlens.results import RunInfo, RunTimer, register_result
 
 
@@ -65,13 +67,15 @@ class LanczosResult:
         return eigh_tridiagonal(self.alphas, self.betas)
 
 
-def random_unit_vector(dim: int, dtype: torch.dtype, device, generator: torch.Generator | None) -> torch.Tensor:
-    """A Gaussian random unit vector drawn from ``generator`` (never the global RNG)."""
-    gen_device = generator.device if generator is not None else torch.device("cpu")
-    if generator is None:
-        generator = torch.Generator(device=gen_device)
-        generator.manual_seed(0)
-    v = torch.randn(dim, generator=generator, dtype=dtype, device=gen_device).to(device)
+def random_unit_vector(dim: int, dtype: torch.dtype, device, generator: torch.Generator | int | None) -> torch.Tensor:
+    """A Gaussian random unit vector drawn from ``generator`` (never the global RNG).
+
+    ``generator`` may be a Generator, an int seed, or None (fresh OS-entropy seed). The draw
+    happens on the generator's device and is then moved to ``device``.
+    """
+    generator = resolve_generator(generator)
+    draw_dtype = dtype if dtype in (torch.float32, torch.float64) else torch.float64
+    v = torch.randn(dim, generator=generator, dtype=draw_dtype, device=generator.device).to(device=device, dtype=dtype)
     return v / torch.linalg.vector_norm(v)
 
 
@@ -94,14 +98,15 @@ def lanczos(
         num_iters: maximum number of steps (= matvecs); capped at ``op.dim``.
         v0: starting vector (normalized internally); default a Gaussian vector from
             ``generator``.
-        generator: source of the random start vector; a fixed seed gives identical results.
+        generator: source of the random start vector (a Generator, an int seed, or None for
+            a fresh seed that is recorded in ``info.seed``); unused when ``v0`` is given.
         reorth: full reorthogonalization (default). ``False`` gives the plain three-term
             recurrence (cheaper, but produces ghost eigenvalues; for comparison only).
         store_basis: keep the ``(D, m)`` basis in the result. Full reorthogonalization
             needs it internally anyway; with ``reorth=False`` and ``store_basis=False`` the
             memory is O(D).
         breakdown_tol: stop when ``beta`` falls below this times the running norm estimate
-            (default ``sqrt(eps)`` of the dtype, scaled): an invariant subspace was found.
+            (default ``1e3 * eps`` of the dtype): an invariant subspace was found.
         callback: called as ``callback(step, num_iters)`` after each step.
 
     Returns:
@@ -115,20 +120,26 @@ def lanczos(
         >>> round(float(res.ritz()[0][-1]), 8)
         10.0
     """
-    if not isinstance(num_iters, (int, np.integer)) or isinstance(num_iters, bool) or num_iters < 1:
-        raise ValueError(f"num_iters: expected a positive integer, got {num_iters!r}")
-    timer = RunTimer(op, generator)
+    check_operator(op)
+    num_iters = check_int(num_iters, "num_iters", low=1, hint="pass the number of Lanczos steps, e.g. num_iters=30")
+    check_callback(callback)
+    if breakdown_tol is not None and (not isinstance(breakdown_tol, (int, float)) or not breakdown_tol > 0):
+        raise ValueError(f"breakdown_tol: expected a float > 0 or None, got {breakdown_tol!r}; use None for the default")
+    gen = resolve_generator(generator) if v0 is None else None
+    timer = RunTimer(op, gen)
     D, dtype, device = op.dim, op.dtype, op.device
     m = int(min(num_iters, D))
     if v0 is None:
-        q = random_unit_vector(D, dtype, device, generator)
+        q = random_unit_vector(D, dtype, device, gen)
     else:
-        if not isinstance(v0, torch.Tensor) or v0.shape != (D,):
-            raise ValueError(f"v0: expected a tensor of shape ({D},), got {getattr(v0, 'shape', type(v0))}")
+        if not isinstance(v0, torch.Tensor):
+            raise TypeError(f"v0: expected a torch.Tensor of shape ({D},) or None, got {type(v0).__name__}")
+        if v0.shape != (D,):
+            raise ValueError(f"v0: expected a tensor of shape ({D},), got {tuple(v0.shape)}; pass a flat vector of length D")
         q = v0.to(dtype=dtype, device=device)
         nrm = torch.linalg.vector_norm(q)
         if not torch.isfinite(nrm) or nrm == 0:
-            raise ValueError("v0: expected a finite, non-zero starting vector")
+            raise ValueError("v0: expected a finite, non-zero starting vector, got norm {}; pass v0=None for a random start".format(float(nrm)))
         q = q / nrm
     keep = reorth or store_basis
     Q = torch.empty(D, m, dtype=dtype, device=device) if keep else None

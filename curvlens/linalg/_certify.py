@@ -1,0 +1,125 @@
+"""True-residual certificates and the :class:`EigenResult` type shared by every eigensolver."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from curvlens.results import RunInfo, register_result
+
+
+class ConvergenceWarning(UserWarning):
+    """An iterative solver stopped before every requested quantity met its tolerance."""
+
+
+@register_result("eigen")
+@dataclass(frozen=True)
+class EigenResult:
+    """Eigenpairs with per-pair true-residual certificates.
+
+    Attributes:
+        eigenvalues: ``(k,)`` float64. ``top_eigenpairs``: descending; ``bottom_eigenpairs``:
+            ascending (most negative first); ``power_iteration``: by decreasing magnitude.
+            Each value is the Rayleigh quotient ``v^T A v`` of its returned vector.
+        eigenvectors: ``(D, k)`` unit vectors in the operator's dtype and device.
+        residuals: ``(k,)`` float64 true residuals ``||A v - l v||`` (recomputed with one
+            ``op.matmat`` of the returned vectors, not the Lanczos estimate). Some eigenvalue
+            of ``A`` lies within ``residuals[i]`` of ``eigenvalues[i]``.
+        tolerances: ``(k,)`` float64, ``max(rtol * |l|, atol)``, the bound each residual was
+            held to.
+        converged: ``(k,)`` bool, ``residuals <= tolerances`` (the pair is certified).
+        which: ``"largest"``, ``"smallest"`` or ``"magnitude"``.
+        method: algorithm used (e.g. ``"block_thick_restart_lanczos"``).
+        rtol, atol: the tolerances used.
+        info: run metadata; ``info.converged`` is ``converged.all()``.
+    """
+
+    eigenvalues: torch.Tensor
+    eigenvectors: torch.Tensor
+    residuals: torch.Tensor
+    tolerances: torch.Tensor
+    converged: torch.Tensor
+    which: str
+    method: str
+    rtol: float
+    atol: float
+    info: RunInfo
+
+    @property
+    def k(self) -> int:
+        return int(self.eigenvalues.numel())
+
+    @property
+    def num_converged(self) -> int:
+        return int(self.converged.sum())
+
+    @property
+    def all_converged(self) -> bool:
+        return bool(self.converged.all())
+
+
+def default_atol(dtype: torch.dtype, dim: int, norm_estimate: float) -> float:
+    """Absolute residual floor ``10 * eps(dtype) * sqrt(D) * ||A||``: below it rounding dominates.
+
+    Needed for eigenvalues at or near zero (rank-deficient curvature), where ``rtol * |l|``
+    cannot be met in floating point.
+    """
+    eps = float(torch.finfo(dtype).eps)
+    return 10.0 * eps * math.sqrt(max(dim, 1)) * max(float(norm_estimate), 1e-300)
+
+
+def true_residuals(op, Y: torch.Tensor) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+    """Rayleigh quotients and true residuals of the columns of ``Y`` (one ``op.matmat``).
+
+    Returns:
+        ``(theta, residuals, Y_unit)``: float64 numpy arrays and the normalized vectors.
+    """
+    if Y.shape[1] == 0:
+        return np.zeros(0), np.zeros(0), Y
+    Y = Y / torch.linalg.vector_norm(Y, dim=0, keepdim=True)
+    AY = op.matmat(Y.contiguous())
+    Y64, AY64 = Y.double(), AY.double()
+    theta = (Y64 * AY64).sum(0)
+    res = torch.linalg.vector_norm(AY64 - Y64 * theta, dim=0)
+    return theta.cpu().numpy(), res.cpu().numpy(), Y
+
+
+def build_result(
+    *, theta, res, Y, rtol, atol, which, method, timer, name, budget_hint, extra_status=""
+) -> EigenResult:
+    """Assemble an :class:`EigenResult`, set status and warn on non-convergence."""
+    tol = np.maximum(rtol * np.abs(theta), atol)
+    conv = res <= tol
+    k = len(theta)
+    if conv.all():
+        status = (
+            f"certified: all {k} pair(s) have true residual ||Av - lv|| <= max(rtol*|l|, atol) "
+            f"(rtol={rtol:g}, atol={atol:.2g})"
+        )
+    else:
+        status = (
+            f"not converged: {int(conv.sum())} of {k} pair(s) certified (worst residual/tolerance "
+            f"{float(np.max(res / tol)):.3g}); increase max_matvecs (now {budget_hint}) or loosen rtol "
+            f"(now {rtol:g})"
+        )
+    if extra_status:
+        status = f"{status}; {extra_status}"
+    info = timer.info(bool(conv.all()), status)
+    if not conv.all():
+        warnings.warn(f"{name}: {status}", ConvergenceWarning, stacklevel=3)
+    return EigenResult(
+        eigenvalues=torch.as_tensor(np.asarray(theta, dtype=np.float64)),
+        eigenvectors=Y,
+        residuals=torch.as_tensor(np.asarray(res, dtype=np.float64)),
+        tolerances=torch.as_tensor(np.asarray(tol, dtype=np.float64)),
+        converged=torch.as_tensor(conv, dtype=torch.bool),
+        which=which,
+        method=method,
+        rtol=float(rtol),
+        atol=float(atol),
+        info=info,
+    )

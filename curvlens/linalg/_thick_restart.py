@@ -1,0 +1,217 @@
+"""Block thick-restart Lanczos: the engine behind :func:`top_eigenpairs` / :func:`bottom_eigenpairs`.
+
+References:
+    K. Wu and H. Simon, "Thick-restart Lanczos method for large symmetric eigenvalue
+    problems", SIAM J. Matrix Anal. Appl. 22(2), 2000 (the restart).
+    G. Golub and R. Underwood, "The block Lanczos method for computing eigenvalues", 1977
+    (the block recurrence, used so that one ``op.matmat`` feeds several vectors and so that
+    an eigenvalue of multiplicity up to the block size is found from a random start).
+
+State kept between steps (``V``: orthonormal basis, ``n`` columns; ``P``: next block,
+orthonormal and orthogonal to ``V``)::
+
+    A V = V H + P C        H = V^T A V (n x n, float64),   C = P^T A V (r x n, float64)
+
+Expanding multiplies ``P`` by ``A`` once (one ``matmat``), appends it to ``V`` and
+orthogonalizes the new directions twice against the whole basis (full reorthogonalization).
+A restart replaces ``V`` by the ``l`` best Ritz vectors ``Y = V S_l``: then
+``A Y = Y Theta_l + P (C S_l)``, so no product is needed, and the estimated residual of the
+Ritz pair ``i`` is ``||C s_i||``. A column of the new block that vanishes (an invariant
+subspace: breakdown) is replaced by a random vector from ``generator`` orthogonal to
+everything so far, with zero coupling, so degenerate eigenspaces that the start missed are
+still reached. The residuals used to *stop* are these estimates; the caller certifies the
+returned vectors with true residuals.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class KrylovState:
+    """Outcome of :func:`thick_restart` (internal)."""
+
+    theta: np.ndarray  # Ritz values, wanted end first (sign * theta descending)
+    est_residuals: np.ndarray  # ||C s_i||
+    exact: bool  # basis is an invariant subspace (or the whole space)
+    restarts: int
+    certificate: Any  # what ``finish`` returned for the returned Ritz vectors
+    norm_estimate: float
+
+
+def _random_block(D, r, dtype, device, generator) -> torch.Tensor:
+    gdev = generator.device
+    X = torch.randn(D, r, generator=generator, dtype=torch.float64 if dtype not in (torch.float32, torch.float64) else dtype, device=gdev)
+    return X.to(dtype=dtype, device=device)
+
+
+def _orth_against(X: torch.Tensor, V: torch.Tensor | None) -> torch.Tensor:
+    if V is None or V.shape[1] == 0:
+        return X
+    for _ in range(2):
+        X = X - V @ (V.T @ X)
+    return X
+
+
+def _orthonormalize(R, V, norm_scale, generator, *, fill_to: int, room: int):
+    """Column-wise Gram-Schmidt of ``R`` against ``V`` and itself; fill vanished columns randomly.
+
+    Returns the orthonormal block ``P`` (``D x r``, ``r <= fill_to``) and the number of
+    columns that were replaced by random vectors (breakdowns).
+    """
+    D, dtype, device = R.shape[0], R.dtype, R.device
+    eps = float(torch.finfo(dtype).eps)
+    drop_tol = 100.0 * eps * max(norm_scale, 1e-300)
+    cols: list[torch.Tensor] = []
+    R = _orth_against(R, V)
+
+    def accept(x, tol):
+        Pm = torch.stack(cols, 1) if cols else None
+        x = _orth_against(x.reshape(D, 1), Pm).reshape(D)
+        if V is not None:
+            x = _orth_against(x.reshape(D, 1), V).reshape(D)
+        nrm = float(torch.linalg.vector_norm(x))
+        if nrm > tol and np.isfinite(nrm):
+            cols.append(x / nrm)
+            return True
+        return False
+
+    for j in range(R.shape[1]):
+        if len(cols) >= room:
+            break
+        accept(R[:, j], drop_tol)
+    fills = 0
+    tries = 0
+    while len(cols) < min(fill_to, room) and tries < 3 * fill_to:
+        tries += 1
+        x = _random_block(D, 1, dtype, device, generator).reshape(D)
+        x = x / torch.linalg.vector_norm(x)
+        if accept(x, float(np.sqrt(eps))):
+            fills += 1
+    if not cols:
+        return torch.empty(D, 0, dtype=dtype, device=device), fills
+    return torch.stack(cols, 1), fills
+
+
+def _ritz(H: np.ndarray, C: np.ndarray, sign: float):
+    """Ritz values (wanted end first), vectors of ``H`` and residual estimates ``||C s_i||``."""
+    theta, S = np.linalg.eigh(H)
+    order = np.argsort(-sign * theta, kind="stable")
+    theta, S = theta[order], S[:, order]
+    est = np.linalg.norm(C @ S, axis=0) if C.shape[0] else np.zeros(len(theta))
+    return theta, S, est
+
+
+def thick_restart(
+    op,
+    k: int,
+    *,
+    largest: bool,
+    block_size: int,
+    basis_size: int,
+    budget: int,
+    tol: Callable[[np.ndarray, float], np.ndarray],
+    generator: torch.Generator,
+    matmat: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    cost_per_column: int = 1,
+    spent: Callable[[], int],
+    callback: Callable[[int, int], None] | None = None,
+    start: torch.Tensor | None = None,
+    finish: Callable[[np.ndarray, torch.Tensor, float], tuple[bool, Any]],
+) -> KrylovState:
+    """Run block thick-restart Lanczos until the ``k`` wanted Ritz pairs meet ``tol`` or the budget ends.
+
+    Args:
+        op: operator (``dim``, ``dtype``, ``device``, ``matmat``).
+        k: number of wanted pairs.
+        largest: True for the largest algebraic eigenvalues, False for the smallest.
+        block_size: columns per product block.
+        basis_size: maximum basis size before a restart (``>= k + block_size``).
+        budget: maximum products for the iteration (as counted by ``spent``).
+        tol: ``tol(theta, norm_estimate) -> per-pair residual tolerance``.
+        matmat: product to use instead of ``op.matmat`` (e.g. a polynomial filter).
+        cost_per_column: products of ``op`` one column of ``matmat`` costs.
+        spent: products spent so far in this call.
+        finish: ``finish(theta, Y, norm_estimate) -> (certified, certificate)`` computes true
+            residuals of the candidate Ritz vectors ``Y``. When the estimates said converged
+            but the true residuals disagree (loss of orthogonality), the iteration goes on
+            with ten times tighter estimates while the budget lasts.
+    """
+    D, dtype, device = op.dim, op.dtype, op.device
+    mm = matmat if matmat is not None else op.matmat
+    sign = 1.0 if largest else -1.0
+    b = max(1, min(block_size, D))
+    nmax = max(min(basis_size, D), min(D, k + b))
+    V = torch.empty(D, 0, dtype=dtype, device=device)
+    H = np.zeros((0, 0))
+    X0 = _random_block(D, b, dtype, device, generator) if start is None else start
+    P, _ = _orthonormalize(X0, None, 1.0, generator, fill_to=b, room=D)
+    C = np.zeros((P.shape[1], 0))
+    norm_est = 0.0
+    restarts = 0
+    exact = False
+    factor = 1.0
+    while True:
+        # ---------------------------------------------------------------- expand
+        while P.shape[1] > 0 and V.shape[1] < nmax:
+            r = P.shape[1]
+            if V.shape[1] > 0 and spent() + r * cost_per_column > budget:
+                break
+            AP = mm(P)
+            Hpp = (P.T @ AP).double().cpu().numpy()
+            Hpp = 0.5 * (Hpp + Hpp.T)
+            n = V.shape[1]
+            Hn = np.zeros((n + r, n + r))
+            Hn[:n, :n], Hn[n:, :n], Hn[:n, n:], Hn[n:, n:] = H, C, C.T, Hpp
+            H = Hn
+            V = torch.cat([V, P], 1)
+            norm_est = max(norm_est, float(np.abs(np.linalg.eigvalsh(Hpp)).max()) if r else 0.0)
+            room = D - V.shape[1]
+            if room <= 0:
+                P, C = P[:, :0], np.zeros((0, V.shape[1]))
+                break
+            Pn, fills = _orthonormalize(AP, V, norm_est, generator, fill_to=b, room=room)
+            if fills:
+                logger.debug("block Lanczos: %d breakdown column(s) refilled at basis size %d", fills, V.shape[1])
+            Cl = (Pn.T @ AP).double().cpu().numpy()
+            C = np.zeros((Pn.shape[1], V.shape[1]))
+            C[:, V.shape[1] - r :] = Cl
+            P = Pn
+            if callback is not None:
+                callback(spent(), budget)
+            if V.shape[1] >= k:  # early exit: a small dense eigh, negligible next to products
+                th, _, es = _ritz(H, C, sign)
+                if bool((es[:k] <= factor * tol(th[:k], norm_est)).all()):
+                    break
+        # ---------------------------------------------------------------- Rayleigh-Ritz
+        theta, S, est = _ritz(H, C, sign)
+        norm_est = max(norm_est, float(np.abs(theta).max()))
+        exact = P.shape[1] == 0
+        kk = min(k, len(theta))
+        ok = est[:kk] <= factor * tol(theta[:kk], norm_est)
+        done = exact or (kk == k and bool(ok.all()))
+        out_of_budget = spent() + max(P.shape[1], 1) * cost_per_column > budget
+        if done or out_of_budget:
+            Y = V @ torch.as_tensor(S[:, :kk], dtype=dtype, device=device)
+            certified, cert = finish(theta[:kk], Y, norm_est)
+            logger.debug("thick restart: stop after %d restarts, basis %d, certified=%s", restarts, V.shape[1], certified)
+            again = done and not certified and not exact and factor > 1e-3
+            if not again or spent() + P.shape[1] * cost_per_column > budget:
+                return KrylovState(theta[:kk].copy(), est[:kk].copy(), exact, restarts, cert, norm_est)
+            factor *= 0.1
+        # ---------------------------------------------------------------- thick restart
+        n = V.shape[1]
+        keep = max(k, min(n - b, max(k + b, k + (nmax - k) // 2)))
+        Sl = S[:, :keep]
+        V = V @ torch.as_tensor(Sl, dtype=dtype, device=device)
+        H = np.diag(theta[:keep])
+        C = C @ Sl
+        restarts += 1
