@@ -393,14 +393,18 @@ def check_double_backward(model: nn.Module, example_inputs: tuple | torch.Tensor
         None when both backwards work, else one line saying what failed.
     """
     inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
-    params = [q for q in model.parameters() if q.requires_grad]
-    if not params:
+    named = [(n, q) for n, q in model.named_parameters() if q.requires_grad]
+    if not named:
         return "the model has no parameters that require grad"
+    names, params = [n for n, _ in named], [q for _, q in named]
     try:
         out = model(*inputs)
     except Exception as e:
         shapes = ", ".join(str(tuple(t.shape)) for t in inputs if isinstance(t, torch.Tensor))
-        return f"forward on inputs of shape {shapes} failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        hint = ("; the program was exported with a fixed input shape: re-export with "
+                "torch.export.export(..., dynamic_shapes=...) marking the batch dimension dynamic"
+                if "Guard failed" in str(e) else "")
+        return f"forward on inputs of shape {shapes} failed: {_first(e)}{hint}"
     outs = [o for o in (out if isinstance(out, (tuple, list)) else [out]) if isinstance(o, torch.Tensor) and o.is_floating_point()]
     try:
         scalar = sum(o.pow(2).sum() for o in outs)
@@ -408,9 +412,15 @@ def check_double_backward(model: nn.Module, example_inputs: tuple | torch.Tensor
         dot = sum(g.sum() for g in grads if g is not None and g.requires_grad)
         if not isinstance(dot, torch.Tensor):
             return "the first backward produced no graph, so no second derivative can be taken"
-        torch.autograd.grad(dot, params, allow_unused=True)
+        second = torch.autograd.grad(dot, params, allow_unused=True)
     except Exception as e:
-        return f"double backward failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        return f"double backward failed: {_first(e)}"
+    # every parameter that reaches the output has a non-zero Hessian block of sum(out**2), so a
+    # missing second derivative means the graph was cut (e.g. a non-differentiable backward)
+    cut = [n for n, g1, g2 in zip(names, grads, second) if g1 is not None and g2 is None]
+    if cut:
+        return ("double backward failed: the second derivative does not reach " + _names(cut, 3)
+                + " (the graph is cut, e.g. by a custom autograd.Function with a non-differentiable backward)")
     return None
 
 
