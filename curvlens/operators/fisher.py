@@ -24,6 +24,16 @@ class EmpiricalFisherOperator(OutputSpaceOperator):
     (Kunstner, Balles & Hennig 2019); it is PSD by construction.
     """
 
+    def __init__(self, model: nn.Module, loss_fn, data: Any, **kwargs):
+        if kwargs.get("mode", "eval") == "train" and any(
+            isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()
+        ):
+            raise ValueError(
+                "mode: EmpiricalFisherOperator needs per-sample gradients, which batch normalization in "
+                "train mode does not have (it couples the samples of a batch); use mode='eval'"
+            )
+        super().__init__(model, loss_fn, data, **kwargs)
+
     def _output(self, i: int, batch: Any):
         r = self._per_sample_losses(i, batch)
         loss, _, _ = self._batch_loss(i, batch)
