@@ -137,6 +137,11 @@ def _write_array(g, name: str, arr: np.ndarray, where: str, opts: dict) -> None:
     ds.attrs["numpy-dtype"] = arr.dtype.str
 
 
+def _h5_int(v: int) -> Any:
+    """int64 when it fits, else uint64 (e.g. 64-bit OS seeds), else decimal text."""
+    return v if _I64[0] <= v <= _I64[1] else (np.uint64(v) if 0 <= v < 2**64 else str(v))
+
+
 def _homogeneous(v: list | tuple) -> str | None:
     if not v:
         return None
@@ -166,7 +171,7 @@ def _write_value(g, key: str, v: Any, where: str, opts: dict) -> str:
         g.attrs[name] = np.bool_(v)
         return "bool"
     if isinstance(v, int):
-        g.attrs[name] = v if _I64[0] <= v <= _I64[1] else (np.uint64(v) if 0 <= v < 2**64 else str(v))
+        g.attrs[name] = _h5_int(v)
         return "int"
     if isinstance(v, (float, complex, str)):
         _write_scalar_attr(g, name, v)
@@ -231,12 +236,13 @@ def _headline_attrs(result: Any) -> dict[str, Any]:
     info = getattr(result, "info", None)
     for name in ("seed", "matvecs", "wall_time", "converged"):
         v = getattr(info, name, None)
-        if isinstance(v, (int, float, bool)):
-            out[name] = v if not isinstance(v, int) or _I64[0] <= v <= _I64[1] or isinstance(v, bool) else str(v)
+        if type(v) in (int, float, bool):
+            out[name] = _h5_int(v) if type(v) is int else v
+    summary = result.summary() if callable(getattr(result, "summary", None)) else {}
     for name in ("num_params", "num_samples"):
-        v = getattr(result, name, None)
-        if isinstance(v, int) and not isinstance(v, bool):
-            out[name] = v
+        v = getattr(result, name, summary.get(name))
+        if isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)):
+            out[name] = int(v)
     return out
 
 

@@ -144,3 +144,19 @@ def test_the_known_kinds_are_covered():
     expected = {"run_info", "lanczos", "eigen", "trace_estimate", "diagonal_estimate", "spectral_density"}
     assert expected <= set(_KINDS)
     assert expected <= set(BUILDERS)
+
+
+def test_load_in_fresh_process_imports_the_module_that_registers_the_kind(tmp_path):
+    """A reader that only imports curvlens.io still gets the right class back."""
+    import subprocess
+    import sys
+
+    path = save_result(BUILDERS["trace_estimate"](), tmp_path / "trace.h5")
+    code = ("import sys; from curvlens.io import load_result; from curvlens.results import RESULT_KINDS; "
+            "RESULT_KINDS.pop('trace_estimate', None); "  # as if nothing had imported the estimators yet
+            "[sys.modules.pop(m) for m in list(sys.modules) if m.startswith('curvlens.estimators')]; "
+            "r = load_result(sys.argv[1]); "
+            "assert 'curvlens.estimators.trace' in sys.modules; print(type(r).__module__, type(r).__name__)")
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["curvlens.estimators.trace", "TraceResult"]

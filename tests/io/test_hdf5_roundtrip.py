@@ -225,14 +225,21 @@ def test_summary_uses_summary_method_and_writes_nan_as_null(tmp_path):
         info: RunInfo
 
         def summary(self):
-            return {"lambda_max": self.lam, "condition_number": math.nan, "noise_batch_sizes": [8, 16]}
+            return {"lambda_max": self.lam, "condition_number": math.nan, "noise_batch_sizes": [8, 16],
+                    "num_params": 1234, "num_samples": 64}
 
     res = WithSummary(3.0, _info())
-    assert summary_of(res) == {"lambda_max": 3.0, "condition_number": summary_of(res)["condition_number"],
-                               "noise_batch_sizes": [8, 16]}
+    got = summary_of(res)
+    assert math.isnan(got.pop("condition_number"))
+    assert got == {"lambda_max": 3.0, "noise_batch_sizes": [8, 16], "num_params": 1234, "num_samples": 64}
     doc = json.loads(save_summary(res, tmp_path / "s.json").read_text())
-    assert doc["summary"] == {"lambda_max": 3.0, "condition_number": None, "noise_batch_sizes": [8, 16]}
-    assert results_equal(load_result(save_result(res, tmp_path / "w.h5")), res)
+    assert doc["summary"] == {"lambda_max": 3.0, "condition_number": None, "noise_batch_sizes": [8, 16],
+                              "num_params": 1234, "num_samples": 64}
+    path = save_result(res, tmp_path / "w.h5")
+    assert results_equal(load_result(path), res)
+    with h5py.File(path, "r") as f:  # model and data size as top-level attributes
+        assert (f.attrs["num_params"], f.attrs["num_samples"]) == (1234, 64)
+        assert (f.attrs["seed"], f.attrs["matvecs"], f.attrs["converged"]) == (0, 12, False)
 
 
 def test_run_metadata_has_versions_only():
