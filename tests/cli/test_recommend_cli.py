@@ -106,3 +106,30 @@ def test_real_subprocess(summary_path):
     bad = subprocess.run([sys.executable, "-m", "curvlens_cli.main", "recommend", str(summary_path),
                           "--momentum", "2"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--momentum: expected a value in [0, 1)" in bad.stderr
+
+
+def test_results_h5_with_a_summary_method(tmp_path):
+    from dataclasses import dataclass
+
+    from curvlens.io.hdf5 import save_result
+    from curvlens.results import RunInfo, register_result
+
+    @register_result("test_recommend_cli_fake_analysis")
+    @dataclass(frozen=True)
+    class FakeAnalysis:  # stands in for AnalysisResult until diagnostics lands
+        lambda_max: float
+        lambda_min: float
+        condition_number: float
+        num_samples: int
+        info: RunInfo
+
+        def summary(self):
+            return {k: getattr(self, k) for k in ("lambda_max", "lambda_min", "condition_number", "num_samples")}
+
+    path = tmp_path / "results.h5"
+    save_result(FakeAnalysis(1e3, 1e-3, 1e6, 500, RunInfo(None, 0, 0.0, True, "ok")), path)
+    r = run(path, "--batch-size", 500, "--format", "json")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    assert d["candidates"][0]["optimizer"] == "lbfgs"
+    assert any("condition number 1e+06" in s for s in d["candidates"][0]["reasons"])

@@ -167,3 +167,13 @@ def test_hyperparameter_formulas():
     assert cg_iterations(Measurements({"lambda_max": 1e3, "lambda_min": 1e-3}), 1.0) == 50
     # kappa (1 + 0.001) / (1 + 0.001) = 1 -> ceil(0.5 * ln 200) = 3
     assert cg_iterations(Measurements({"lambda_max": 1.0, "lambda_min": 1.0}), 1e-3) == math.ceil(0.5 * math.log(200))
+
+
+def test_hdf5_round_trip(tmp_path):
+    from curvlens.io.hdf5 import load_result, save_result
+
+    rec = recommend(INDEFINITE["summary"], RecommendationContext(**INDEFINITE["context"], layer_types="linear"))
+    save_result(rec, tmp_path / "rec.h5")
+    back = load_result(tmp_path / "rec.h5")
+    assert isinstance(back, Recommendation)
+    assert back.to_dict() == rec.to_dict() and back.context == rec.context and back.info == rec.info
