@@ -40,7 +40,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -302,7 +301,8 @@ def save_result(result: Any, path: str | os.PathLike, *, attrs: dict[str, Any] |
                 f.attrs[f"{k}-version"] = v
             for k, v in {**_headline_attrs(result), **(attrs or {})}.items():
                 is_strs = isinstance(v, (list, tuple)) and _homogeneous(v) == "str"
-                f.attrs[k] = np.asarray(list(v), dtype=h5py.string_dtype()) if is_strs else v
+                f.attrs[k] = np.asarray(list(v), dtype=h5py.string_dtype()) if is_strs else (
+                    _h5_int(v) if type(v) is int else v)
             _write_result(f.create_group(RESULT_GROUP), result, "result", opts)
     return dest
 
@@ -322,10 +322,13 @@ def _lookup_kind(kind: str) -> tuple[type, int] | None:
     for pkg_name in _RESULT_PACKAGES:
         try:
             pkg = importlib.import_module(pkg_name)
-            for mod in pkgutil.iter_modules(getattr(pkg, "__path__", [])):
-                importlib.import_module(f"{pkg_name}.{mod.name}")
-        except Exception:  # a broken optional module must not hide the real error below
+        except Exception:  # a broken optional package must not hide the real error below
             continue
+        for mod in pkgutil.iter_modules(getattr(pkg, "__path__", [])):
+            try:
+                importlib.import_module(f"{pkg_name}.{mod.name}")
+            except Exception:
+                continue
         if kind in RESULT_KINDS:
             break
     return RESULT_KINDS.get(kind)
@@ -537,7 +540,8 @@ def _diff(a: Any, b: Any, where: str) -> str | None:
         return None if same else f"{where}: tensor values differ"
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
         if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)) or a.dtype != b.dtype or a.shape != b.shape:
-            return f"{where}: {getattr(a, 'dtype', type(a))} {np.shape(a)} vs {getattr(b, 'dtype', type(b))} {np.shape(b)}"
+            da, db = getattr(a, "dtype", type(a).__name__), getattr(b, "dtype", type(b).__name__)
+            return f"{where}: {da} {np.shape(a)} vs {db} {np.shape(b)}"
         nan_ok = a.dtype.kind in "fc"
         return None if np.array_equal(a, b, equal_nan=nan_ok) else f"{where}: array values differ"
     if type(a) is not type(b) and not (isinstance(a, tuple) and isinstance(b, tuple)):
@@ -557,8 +561,7 @@ def _diff(a: Any, b: Any, where: str) -> str | None:
             return f"{where}: keys {list(a)} vs {list(b)}"
         return next((d for k in a if (d := _diff(a[k], b[k], f"{where}[{k!r}]"))), None)
     if isinstance(a, (float, np.floating, complex, np.complexfloating)):
-        both_nan = bool(np.all(np.isnan(a)) and np.all(np.isnan(b))) if isinstance(a, (float, np.floating)) else \
-            (complex(a) == complex(b) or (math.isnan(abs(complex(a))) and math.isnan(abs(complex(b)))))
+        both_nan = a != a and b != b  # NaN (real or complex) is the only value unequal to itself
         return None if a == b or both_nan else f"{where}: {a!r} vs {b!r}"
     return None if a == b else f"{where}: {a!r} vs {b!r}"
 

@@ -232,9 +232,11 @@ def test_load_bad_path_type():
 
 
 def test_user_attrs_written(tmp_path):
-    path = save_result(_payload(), tmp_path / "a.h5", attrs={"model": "m.pt", "sizes": [1, 2], "n": np.int64(4)})
+    attrs = {"model": "m.pt", "sizes": [1, 2], "n": np.int64(4), "big": 2**64 - 1}
+    path = save_result(_payload(), tmp_path / "a.h5", attrs=attrs)
     with h5py.File(path, "r") as f:
         assert f.attrs["model"] == "m.pt" and list(f.attrs["sizes"]) == [1, 2] and f.attrs["n"] == 4
+        assert int(f.attrs["big"]) == 2**64 - 1
         assert json.loads(f["result"].attrs["curvlens-fields"])[0] == ["first", "tensor"]
 
 

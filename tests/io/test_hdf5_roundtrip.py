@@ -130,7 +130,8 @@ def test_plain_h5py_layout(everything_file):
         g = f["result"]
         assert g.attrs["curvlens-kind"] == "_test_io_everything" and g.attrs["curvlens-schema"] == 1
         fields = json.loads(g.attrs["curvlens-fields"])
-        assert [name for name, _ in fields] == ["tensors", "arrays", "scalars", "sequences", "nested", "leaves", "maybe"]
+        names = ["tensors", "arrays", "scalars", "sequences", "nested", "leaves", "maybe"]
+        assert [name for name, _ in fields] == names
         ds = g["tensors/f64"]
         assert ds.attrs["curvlens-type"] == "tensor" and ds.attrs["torch-dtype"] == "float64"
         np.testing.assert_array_equal(ds[()], res.tensors["f64"].numpy())
