@@ -53,8 +53,11 @@ class DensityResult:
     Attributes:
         nodes: ``(P, m)`` float64 quadrature nodes per probe (Ritz values for SLQ,
             Chebyshev-Gauss points for KPM), ascending along each row.
-        weights: ``(P, m)`` float64 weights; each row sums to 1. Probes whose Lanczos run
-            stopped early (invariant subspace) are padded with zero weights.
+        weights: ``(P, m)`` float64 weights. Rows of plain SLQ and KPM sum to 1; rows of
+            deflated SLQ probes sum to 1 in expectation (the deflated eigenvalues carry
+            ``1/D`` each, the rest ``||P q||^2``), which keeps every integral unbiased. Probes
+            whose Lanczos run stopped early (invariant subspace) are padded with zero
+            weights.
         grid: ``(G,)`` float64 points where the smoothed density is given.
         density: ``(G,)`` float64 smoothed density (integrates to about 1 over the grid).
         density_stderr: ``(G,)`` float64 standard error of the density across probes.
@@ -105,19 +108,23 @@ class DensityResult:
                 ``1000 * eps(dtype) * max|node|``.
         """
         t = float(t)
-        if tol is None:
-            eps = float(torch.finfo(_dtype_of(self.info)).eps)
-            tol = 1e3 * eps * float(self.nodes.abs().max())
+        tol = self._tol() if tol is None else float(tol)
         return self.expectation(lambda x: (x < t - tol).astype(np.float64))
 
-    def negative_mass(self) -> Estimate:
+    def _tol(self) -> float:
+        eps = float(torch.finfo(_dtype_of(self.info)).eps)
+        return 1e3 * eps * float(self.nodes.abs().max())
+
+    def negative_mass(self, *, tol: float | None = None) -> Estimate:
         """``sum_i |lambda_i| [lambda_i < 0] / sum_i |lambda_i|`` (a ratio of two SLQ estimates).
 
+        Nodes in ``[-tol, 0)`` count as zero (default tol as in :meth:`fraction_below`).
         The standard error is the delta-method error of the ratio of probe means.
         Returns NaN for the zero operator.
         """
+        tol = self._tol() if tol is None else float(tol)
         x, w = self.nodes.numpy(), self.weights.numpy()
-        num = (w * np.where(x < 0, -x, 0.0)).sum(axis=1)
+        num = (w * np.where(x < -tol, -x, 0.0)).sum(axis=1)
         den = (w * np.abs(x)).sum(axis=1)
         dbar = float(den.mean())
         if not dbar > 0:

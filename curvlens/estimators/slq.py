@@ -117,6 +117,8 @@ def run_slq(op, V: torch.Tensor, num_steps: int, *, deflate: bool, fill_budget: 
             Y, theta_y = _converged_ritz(op, res, tol_rel)
             if Y.shape[1] > 0:
                 target = _Projected(op, Y)
+            if Y.shape[1] == D:  # the whole spectrum converged: the measure is exact
+                rows[0] = (theta_y, np.full(D, 1.0 / D))
     L = max(len(x) for x, _ in rows)
     nodes = np.zeros((len(rows), L))
     weights = np.zeros((len(rows), L))
