@@ -313,7 +313,7 @@ def inspect_checkpoint(path: str | os.PathLike) -> CheckpointSummary:
         rows = _tensor_rows({**sd, **dict(m.named_buffers())})
         n = sum(v.numel() for v in sd.values())
         return _summary(p, fmt, tensors=rows, num_parameters=n,
-                        num_elements=sum(r_numel(r) for r in rows),
+                        num_elements=sum(_row_numel(r) for r in rows),
                         notes=[f"TorchScript module {getattr(m, 'original_name', type(m).__name__)}"])
     if fmt == "torch_export":
         ep = _load_export(p)
@@ -324,10 +324,10 @@ def inspect_checkpoint(path: str | os.PathLike) -> CheckpointSummary:
     if fmt == "safetensors":
         header = read_safetensors_header(p)
         rows = tuple((k, tuple(v["shape"]), v["dtype"]) for k, v in header.items() if k != "__metadata__")
-        params = sum(r_numel(r) for r in rows if r[2].startswith(("F", "BF")) and not r[0].endswith(_BUFFER_SUFFIXES))
+        params = sum(_row_numel(r) for r in rows if r[2].startswith(("F", "BF")) and not r[0].endswith(_BUFFER_SUFFIXES))
         notes = [f"metadata: {json.dumps(header['__metadata__'])}"] if "__metadata__" in header else []
         return _summary(p, fmt, tensors=rows, num_parameters=params,
-                        num_elements=sum(r_numel(r) for r in rows), needs_model=True, notes=notes)
+                        num_elements=sum(_row_numel(r) for r in rows), needs_model=True, notes=notes)
     obj, unsafe = torch_load_safe(p, mmap=(fmt == "torch_zip"))
     if unsafe is not None:
         return _summary(p, "pickled_module", tensors=(), num_parameters=None, num_elements=None,
@@ -344,7 +344,7 @@ def inspect_checkpoint(path: str | os.PathLike) -> CheckpointSummary:
                     num_parameters=params, num_elements=elems, needs_model=True)
 
 
-def r_numel(row: tuple[str, tuple[int, ...], str]) -> int:
+def _row_numel(row: tuple[str, tuple[int, ...], str]) -> int:
     n = 1
     for s in row[1]:
         n *= int(s)
