@@ -22,8 +22,8 @@ PARAMETER_FREE_LAYERS = frozenset({
 
 def _full_batch(m: Measurements, ctx: RecommendationContext) -> bool:
     n = m.num("num_samples")
-    return ctx.batch_size is not None and (
-        (n is not None and ctx.batch_size >= n) or (ctx.dataset_size is not None and ctx.batch_size >= ctx.dataset_size))
+    b, size = ctx.batch_size, ctx.dataset_size
+    return b is not None and ((n is not None and b >= n) or (size is not None and b >= size))
 
 
 def rule_consistency(m: Measurements, ctx: RecommendationContext, out: Outcome) -> None:
