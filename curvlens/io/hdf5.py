@@ -13,11 +13,14 @@ File layout (read it with plain ``h5py``; no curvlens needed)::
         │          curvlens-fields (JSON list of [field, type tag], in field order),
         │          every scalar field: int / float / bool / str; None is an empty attribute,
         │          tuples / lists of plain ints, floats, bools or strs as 1-d arrays
+        │          (lists longer than 2048 and strings longer than 32768 become datasets)
         ├── <tensor field>  dataset; attrs curvlens-type="tensor", torch-dtype, device
         ├── <array field>   dataset; attrs curvlens-type="ndarray", numpy-dtype
+        │                   (non-empty arrays are chunked with a Fletcher-32 checksum)
         ├── info/           nested result: a group with its own curvlens-kind / -schema
         ├── <list field>/   other lists / tuples: a group with children "0", "1", ...
-        └── <dict field>/   dicts: a group with one child per key ("/" escaped as %2F)
+        └── <dict field>/   dicts: a group with one child per key ("/" escaped as %2F,
+                            "%" as %25; order and types in its curvlens-fields)
 
 Example with plain h5py::
 
@@ -33,6 +36,12 @@ complex32 as complex64, and converted back). A kind this curvlens does not know,
 newer than the registered one, raises :class:`~curvlens.errors.SchemaError` telling you to
 upgrade; a missing file raises ``FileNotFoundError``; a truncated, corrupt or non-HDF5 file
 raises ``SchemaError`` naming the file.
+
+Schema evolution: bump ``schema`` in ``register_result`` when a result's fields change; an
+older file then loads through the class's optional ``__curvlens_upgrade__(schema, values)``
+classmethod (a dict of stored field values -> the new fields), else gives a ``SchemaError``
+naming both schemas. Integers beyond int64 (e.g. 64-bit OS seeds) are stored as uint64, or
+as decimal text beyond that; their type tag is still ``int``.
 """
 
 from __future__ import annotations
