@@ -1,0 +1,308 @@
+"""Curvature noise versus batch size: how many samples give a stable top eigenvalue?
+
+For each batch size ``B`` of a ladder, ``num_draws`` independent minibatches of ``B`` distinct
+samples are drawn with the generator; on each, the minibatch operator ``A_B`` gives
+
+* ``"lambda_max"``: its top eigenvalue (:func:`~curvlens.linalg.top_eigenpairs`),
+* ``"trace"``: its trace (Hutchinson; exact with ``D`` unit-vector products when
+  ``D <= trace_probes``); the Hutchinson variance ``stderr^2`` is subtracted from the spread
+  across draws, so the reported spread is that of the minibatch, not of the probes,
+* ``"directional"``: ``u^T A_B u`` along the full-data top eigenvector ``u`` (one product).
+
+The spread across draws gives ``std(B)`` and the relative standard error of a single-minibatch
+estimate ``rstderr(B) = std(B) / |full-data value|``. The model ``var(B) = a + b / B`` is
+fitted by least squares on ``B var(B) = b + a B``. For a quantity that is a mean over samples
+(trace, directional curvature) drawn without replacement the law is exact:
+``var(B) = s^2 (N - B) / ((N - 1) B)``, i.e. ``a = -s^2 / (N - 1)`` and ``b = N s^2 / (N - 1)``
+(``s^2`` the population variance of the per-sample values). ``critical_batch`` is the smallest
+``B`` with ``a + b / B <= (target * |full value|)^2``.
+
+Defaults (documented cost): ladder = the 5 largest powers of two below ``N`` (at least 2);
+4 draws per rung; top eigenvalue with at most 40 products (``rtol=1e-3``); 8 trace probes.
+Costs are counted in full-data product equivalents (a product on ``B`` samples counts
+``B / N``). Degenerate cases give a defined answer plus a note: fewer than 2 samples (no
+study), rungs larger than ``N`` (dropped), a curvature that does not depend on the data
+(zero spread: ``critical_batch = 1``), a single rung (``a = 0`` assumed).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from curvlens._rng import resolve_generator
+from curvlens.diagnostics._checks import check_callback, check_float, check_int
+from curvlens.estimators import hutchinson_trace
+from curvlens.linalg import top_eigenpairs
+from curvlens.results import RunInfo, register_result
+
+__all__ = ["NoiseStudyResult", "curvature_noise", "default_batch_sizes", "fit_variance_law", "QUANTITIES"]
+
+QUANTITIES = ("lambda_max", "trace", "directional")
+
+
+@register_result("noise_study")
+@dataclass(frozen=True)
+class NoiseStudyResult:
+    """Spread of curvature quantities across minibatches, per batch size, and the fitted law.
+
+    Attributes:
+        batch_sizes: int64 ``(B,)`` ladder actually measured.
+        quantities: names of the ``Q`` quantities (rows below).
+        means, stds, rstderr: float64 ``(Q, B)``: mean over draws, std across draws (probe
+            noise removed for the trace), and ``std / |full value|``.
+        full_values: float64 ``(Q,)`` full-data values.
+        fit_a, fit_b: float64 ``(Q,)`` of ``var(B) ~ a + b / B``.
+        critical_batch: float64 ``(Q,)`` smallest batch with predicted rstderr <= target (inf if
+            never, NaN if not measurable).
+        target_rstderr: the target relative standard error.
+        num_draws: minibatches per rung.
+        notes: degenerate cases and budget decisions, one sentence each.
+        info: matvecs (full-data equivalents), time, seed.
+    """
+
+    batch_sizes: torch.Tensor
+    quantities: tuple[str, ...]
+    means: torch.Tensor
+    stds: torch.Tensor
+    rstderr: torch.Tensor
+    full_values: torch.Tensor
+    fit_a: torch.Tensor
+    fit_b: torch.Tensor
+    critical_batch: torch.Tensor
+    target_rstderr: float
+    num_draws: int
+    notes: tuple[str, ...]
+    info: RunInfo
+
+    def critical(self, quantity: str) -> float:
+        """``critical_batch`` of one quantity by name."""
+        return float(self.critical_batch[self.quantities.index(quantity)])
+
+
+def default_batch_sizes(num_samples: int, max_rungs: int = 5) -> list[int]:
+    """The ``max_rungs`` largest powers of two ``2 <= B < num_samples``.
+
+    Example:
+        >>> default_batch_sizes(2000), default_batch_sizes(10)
+        ([64, 128, 256, 512, 1024], [2, 4, 8])
+    """
+    ladder, b = [], 2
+    while b < num_samples:
+        ladder.append(b)
+        b *= 2
+    return ladder[-max_rungs:]
+
+
+def fit_variance_law(batch_sizes, variances) -> tuple[float, float]:
+    """Least-squares fit of ``var(B) = a + b / B`` as ``B var = b + a B``; returns ``(a, b)``.
+
+    Rungs with a non-finite variance are ignored; one rung gives ``a = 0``; none gives NaNs.
+
+    Example:
+        >>> a, b = fit_variance_law([2, 4, 8], [1.0 + 4 / 2, 1.0 + 4 / 4, 1.0 + 4 / 8])
+        >>> round(a, 9), round(b, 9)
+        (1.0, 4.0)
+    """
+    B = np.asarray(batch_sizes, dtype=np.float64)
+    v = np.asarray(variances, dtype=np.float64)
+    ok = np.isfinite(v)
+    B, v = B[ok], v[ok]
+    if B.size == 0:
+        return math.nan, math.nan
+    if B.size == 1 or np.all(B == B[0]):
+        return 0.0, float(np.mean(B * v))
+    M = np.stack([np.ones_like(B), B], axis=1)
+    (b, a), *_ = np.linalg.lstsq(M, B * v, rcond=None)
+    return float(a), float(b)
+
+
+def _critical(a: float, b: float, full: float, target: float) -> float:
+    if not (math.isfinite(a) and math.isfinite(b) and math.isfinite(full)) or full == 0:
+        return math.nan
+    room = (target * abs(full)) ** 2 - a
+    if b <= 0:
+        return 1.0 if room >= 0 else math.inf
+    if room <= 0:
+        return math.inf
+    return float(max(1, math.ceil(b / room - 1e-9)))
+
+
+def _exact_trace(op) -> float:
+    eye = torch.eye(op.dim, dtype=op.dtype, device=op.device)
+    return float(torch.diagonal(op.matmat(eye)).double().sum())
+
+
+def curvature_noise(
+    make_operator: Callable[[torch.Tensor], object],
+    num_samples: int,
+    *,
+    full_values: dict[str, float] | None = None,
+    direction: torch.Tensor | None = None,
+    quantities: Sequence[str] = QUANTITIES,
+    batch_sizes: Sequence[int] | None = None,
+    num_draws: int = 4,
+    target_rstderr: float = 0.1,
+    trace_probes: int = 8,
+    eig_max_matvecs: int = 40,
+    eig_rtol: float = 1e-3,
+    max_matvecs: float | None = None,
+    deadline: float | None = None,
+    generator: torch.Generator | int | None = None,
+    callback: Callable[[int, int], None] | None = None,
+) -> NoiseStudyResult:
+    """Measure the minibatch spread of curvature quantities over a ladder of batch sizes.
+
+    Args:
+        make_operator: ``make_operator(indices) -> CurvatureOperator`` on the samples ``indices``
+            (an int64 tensor of distinct indices into ``range(num_samples)``).
+        num_samples: ``N``.
+        full_values: full-data value of each quantity (e.g. ``{"lambda_max": ..., "trace": ...,
+            "directional": ...}``); quantities without one are dropped with a note.
+        direction: full-data top eigenvector ``u`` (needed for ``"directional"``).
+        quantities: subset of ``("lambda_max", "trace", "directional")``.
+        batch_sizes: the ladder (default :func:`default_batch_sizes`); rungs ``> N`` are dropped.
+        num_draws: independent minibatches per rung (>= 2 for a spread).
+        target_rstderr: target relative standard error for ``critical_batch`` (default 10%).
+        trace_probes: Hutchinson probes per minibatch trace.
+        eig_max_matvecs, eig_rtol: budget and tolerance of each minibatch top eigenvalue.
+        max_matvecs: budget in full-data product equivalents; draws, then the largest rungs,
+            are cut (with a note) to fit.
+        deadline: a ``time.perf_counter()`` value after which no new rung is started.
+        generator: minibatch indices and probes (Generator, int seed or None).
+        callback: ``callback(rungs_done, rungs_total)``.
+
+    Example:
+        >>> import torch
+        >>> from curvlens.operators import DenseOperator
+        >>> d = torch.linspace(1.0, 2.0, 64, dtype=torch.float64)  # per-sample curvature d_i
+        >>> make = lambda idx: DenseOperator(torch.diag(d[idx].mean().reshape(1)))
+        >>> res = curvature_noise(make, 64, full_values={"trace": float(d.mean())}, quantities=["trace"],
+        ...                       num_draws=3, generator=0)
+        >>> res.batch_sizes.tolist(), res.quantities
+        ([2, 4, 8, 16, 32], ('trace',))
+    """
+    t0 = time.perf_counter()
+    if not callable(make_operator):
+        raise TypeError(f"make_operator: expected a callable(indices) -> CurvatureOperator, got {type(make_operator).__name__}")
+    N = check_int(num_samples, "num_samples", low=0)
+    num_draws = check_int(num_draws, "num_draws", low=1, fix="use num_draws=4 (>= 2 to measure a spread)")
+    target = check_float(target_rstderr, "target_rstderr", low=0.0, strict_low=True, fix="use target_rstderr=0.1")
+    trace_probes = check_int(trace_probes, "trace_probes", low=2, fix="use trace_probes=8")
+    eig_max_matvecs = check_int(eig_max_matvecs, "eig_max_matvecs", low=2, fix="use eig_max_matvecs=40")
+    check_callback(callback)
+    bad = [q for q in quantities if q not in QUANTITIES]
+    if bad or not quantities:
+        raise ValueError(f"quantities: expected a non-empty subset of {QUANTITIES}, got {list(quantities)!r}")
+    gen = resolve_generator(generator)
+    notes: list[str] = []
+    full_values = dict(full_values or {})
+    qs = []
+    for q in dict.fromkeys(quantities):
+        if q == "directional" and direction is None:
+            notes.append("'directional' skipped: no full-data top eigenvector was given")
+        elif q not in full_values or full_values[q] is None or not math.isfinite(float(full_values[q])):
+            notes.append(f"'{q}' skipped: no finite full-data value was given")
+        else:
+            qs.append(q)
+    ladder = default_batch_sizes(N) if batch_sizes is None else sorted({check_int(b, "batch_sizes", low=1) for b in batch_sizes})
+    dropped = [b for b in ladder if b > N]
+    if dropped:
+        notes.append(f"batch sizes {dropped} exceed the {N} samples and were dropped")
+    ladder = [b for b in ladder if b <= N]
+    if N < 2:
+        notes.append(f"the noise study needs at least 2 samples, got {N}: nothing to compare")
+        ladder = []
+    if num_draws < 2:
+        notes.append("num_draws=1: no spread can be measured (use num_draws >= 2)")
+    per_draw = (eig_max_matvecs if "lambda_max" in qs else 0) + (trace_probes if "trace" in qs else 0) + \
+        (1 if "directional" in qs else 0)
+    if max_matvecs is not None and ladder:
+        def cost(lad, d):
+            return sum(d * per_draw * b / N for b in lad)
+        while cost(ladder, num_draws) > max_matvecs and num_draws > 2:
+            num_draws -= 1
+        cut = []
+        while cost(ladder, num_draws) > max_matvecs and len(ladder) > 1:
+            cut.append(ladder.pop())
+        if cut:
+            notes.append(f"budget: rungs {sorted(cut)} not measured (raise the budget to include them)")
+        if cost(ladder, num_draws) > max_matvecs:
+            notes.append(f"budget of {max_matvecs:.0f} matvecs too small for one rung: noise study skipped")
+            ladder = []
+    Q, nb = len(qs), len(ladder)
+    vals = np.full((Q, nb, num_draws), np.nan)
+    probe_var = np.zeros((Q, nb))
+    spent, unconverged, measured = 0.0, 0, []
+    u = None if direction is None else direction.reshape(-1)
+    for j, B in enumerate(ladder):
+        if deadline is not None and time.perf_counter() > deadline:
+            notes.append(f"time budget: rungs from B={B} on not measured")
+            break
+        for d in range(num_draws):
+            idx = torch.randperm(N, generator=gen)[:B]
+            op = make_operator(idx)
+            start = op.num_matvecs
+            for qi, q in enumerate(qs):
+                if q == "lambda_max":
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        r = top_eigenpairs(op, 1, rtol=eig_rtol, max_matvecs=max(eig_max_matvecs, 2), generator=gen)
+                    unconverged += int(not bool(r.converged[0]))
+                    vals[qi, j, d] = float(r.eigenvalues[0])
+                elif q == "trace":
+                    if op.dim <= trace_probes:
+                        vals[qi, j, d] = _exact_trace(op)
+                    else:
+                        t = hutchinson_trace(op, trace_probes, generator=gen)
+                        vals[qi, j, d] = t.estimate
+                        probe_var[qi, j] += t.stderr ** 2 / num_draws
+                else:
+                    v = u.to(dtype=op.dtype, device=op.device)
+                    vals[qi, j, d] = float((v.double() @ op.matvec(v).double()) / (v.double() @ v.double()))
+            spent += (op.num_matvecs - start) * B / N
+        measured.append(j)
+        if callback is not None:
+            callback(j + 1, nb)
+    if len(measured) < nb:
+        ladder, vals, probe_var = [ladder[j] for j in measured], vals[:, measured], probe_var[:, measured]
+    if unconverged:
+        notes.append(f"{unconverged} minibatch top eigenvalue(s) not certified within {eig_max_matvecs} products "
+                     "(their error adds to the spread; raise eig_max_matvecs)")
+    means = vals.mean(axis=2) if vals.size else np.zeros((Q, len(ladder)))
+    if num_draws >= 2 and vals.size:
+        var = np.maximum(vals.var(axis=2, ddof=1) - probe_var, 0.0)
+    else:
+        var = np.full((Q, len(ladder)), np.nan)
+    full = np.array([float(full_values[q]) for q in qs], dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rse = np.sqrt(var) / np.abs(full)[:, None]
+    fa, fb, crit = np.full(Q, np.nan), np.full(Q, np.nan), np.full(Q, np.nan)
+    for qi, q in enumerate(qs):
+        if len(ladder) == 0 or num_draws < 2:
+            continue
+        fa[qi], fb[qi] = fit_variance_law(ladder, var[qi])
+        if len(ladder) == 1:
+            notes.append(f"'{q}': a single batch size, so var ~ b / B was fitted with a = 0")
+        if np.all(var[qi] <= 1e-24 * max(full[qi] ** 2, 1e-300)):
+            notes.append(f"'{q}' does not vary across minibatches (the curvature does not depend on the data): "
+                         "any batch size gives the full-data value")
+            fa[qi], fb[qi] = 0.0, 0.0
+        crit[qi] = _critical(fa[qi], fb[qi], full[qi], target)
+        if math.isfinite(crit[qi]) and crit[qi] > N:
+            notes.append(f"'{q}': critical batch {crit[qi]:.0f} exceeds the {N} samples (extrapolated from the fit)")
+    status = f"{len(ladder)} batch size(s) x {num_draws} draw(s); quantities {', '.join(qs) or 'none'}"
+    info = RunInfo(seed=int(gen.initial_seed()), matvecs=int(math.ceil(spent)), wall_time=time.perf_counter() - t0,
+                   converged=unconverged == 0 and len(ladder) > 0, status=status)
+    t = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float64))  # noqa: E731
+    return NoiseStudyResult(
+        batch_sizes=torch.as_tensor(ladder, dtype=torch.int64), quantities=tuple(qs), means=t(means),
+        stds=t(np.sqrt(var)), rstderr=t(rse), full_values=t(full), fit_a=t(fa), fit_b=t(fb), critical_batch=t(crit),
+        target_rstderr=target, num_draws=num_draws, notes=tuple(notes), info=info,
+    )
