@@ -159,6 +159,9 @@ def thick_restart(
     restarts = 0
     exact = False
     factor = 1.0
+    # After a breakdown the random refill may reach copies of an eigenvalue that the start
+    # missed: then the early exit is skipped and the basis is filled before Rayleigh-Ritz.
+    refilled = False
     while True:
         # ---------------------------------------------------------------- expand
         while P.shape[1] > 0 and V.shape[1] < nmax:
@@ -180,6 +183,7 @@ def thick_restart(
                 break
             Pn, fills = _orthonormalize(AP, V, norm_est, generator, fill_to=b, room=room)
             if fills:
+                refilled = True
                 logger.debug("block Lanczos: %d breakdown column(s) refilled at basis size %d", fills, V.shape[1])
             Cl = (Pn.T @ AP).double().cpu().numpy()
             C = np.zeros((Pn.shape[1], V.shape[1]))
@@ -187,7 +191,7 @@ def thick_restart(
             P = Pn
             if callback is not None:
                 callback(spent(), budget)
-            if V.shape[1] >= k:  # early exit: a small dense eigh, negligible next to products
+            if V.shape[1] >= k and not refilled:  # early exit: a small dense eigh, negligible next to products
                 th, _, es = _ritz(H, C, sign)
                 if bool((es[:k] <= factor * tol(th[:k], norm_est)).all()):
                     break

@@ -84,8 +84,10 @@ def power_iteration(
     Y = torch.empty(D, 0, dtype=dtype, device=device)
     thetas, resids, atols = [], [], []
     norm_est = 0.0
+    final_rr = k > 1 and max_matvecs >= 2 * k
+    budget = max_matvecs - (k if final_rr else 0)
     for j in range(k):
-        share = (max_matvecs - timer.matvecs) // (k - j)
+        share = (budget - timer.matvecs) // (k - j)
         v = _random_block(D, 1, dtype, device, gen).reshape(D)
         v = _deflate(v, Y)
         v = v / torch.linalg.vector_norm(v)
@@ -109,12 +111,29 @@ def power_iteration(
         Y = torch.cat([Y, v.reshape(D, 1)], 1)
         thetas.append(theta)
         resids.append(res)
+    if final_rr:  # Rayleigh-Ritz on the k vectors removes what deflation leaked between pairs
+        thetas, resids, Y = _rayleigh_ritz(op, Y, np.asarray(thetas), shift)
     a = atol if atol is not None else default_atol(dtype, D, norm_est)
     return build_result(
         theta=np.asarray(thetas), res=np.asarray(resids), Y=Y, rtol=rtol, atol=a,
         which="magnitude", method="power_iteration", timer=timer, name="power_iteration",
         budget_hint=max_matvecs, extra_status=f"shift={shift:g}",
     )
+
+
+def _rayleigh_ritz(op, Y, thetas, shift):
+    """Rotate ``Y`` to the Ritz vectors of ``span(Y)``; true residuals from one ``op.matmat``."""
+    AY = op.matmat(Y)
+    Hm = (Y.T @ AY).double().cpu().numpy()
+    w, S = np.linalg.eigh(0.5 * (Hm + Hm.T))
+    # order by decreasing |l - shift|, as power iteration finds them
+    order = np.argsort(-np.abs(w - shift), kind="stable")
+    w, S = w[order], S[:, order]
+    St = torch.as_tensor(S, dtype=Y.dtype, device=Y.device)
+    Y, AY = Y @ St, AY @ St
+    Y64, AY64 = Y.double(), AY.double()
+    res = torch.linalg.vector_norm(AY64 - Y64 * torch.as_tensor(w, device=Y.device), dim=0).cpu().numpy()
+    return w, res, Y
 
 
 def _deflate(v: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
