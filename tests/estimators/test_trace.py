@@ -170,3 +170,23 @@ def test_deflated_methods_need_four_products(method):
 
 def test_blocks_fixture_covers_vector():
     assert BLOCKS[0].start == 0 and BLOCKS[-1].stop == 24
+
+
+@pytest.mark.parametrize("matrix", MATRICES)
+def test_xtrace_matches_leave_one_out_definition(matrix):
+    """XTrace's t_i = tr(Q_i^T A Q_i) + w_i^T (I - P_i) A (I - P_i) w_i, with Q_i = orth(A W_{-i})."""
+    from curvlens.estimators._probes import probe_vectors
+
+    A = MATRICES[matrix]()
+    k = 6
+    W = probe_vectors(A.shape[0], k, generator=torch.Generator().manual_seed(11))
+    Y = A @ W
+    t = []
+    for i in range(k):
+        Qi, _ = torch.linalg.qr(torch.cat([Y[:, :i], Y[:, i + 1 :]], 1))
+        u = W[:, i] - Qi @ (Qi.T @ W[:, i])
+        t.append(float(torch.trace(Qi.T @ A @ Qi) + u @ A @ u))
+    t = torch.tensor(t, dtype=torch.float64)
+    r = xtrace(op_of(A), 2 * k, generator=11)
+    assert abs(r.estimate - float(t.mean())) < 1e-11
+    assert abs(r.stderr - float(t.std() / math.sqrt(k))) < 1e-11
