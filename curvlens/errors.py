@@ -22,3 +22,8 @@ class CheckpointError(CurvlensError):
 
 class SchemaError(CurvlensError):
     """A results file was written by a newer, unknown or corrupt schema."""
+
+
+class ConvergenceWarning(UserWarning):
+    """An iterative estimate stopped before meeting its tolerance (the result says
+    ``converged=False`` and what to increase); never raised as an error."""

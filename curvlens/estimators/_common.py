@@ -11,6 +11,8 @@ from typing import Callable, Sequence
 
 import torch
 
+from curvlens.errors import ConvergenceWarning
+
 from curvlens.operators.base import Block, CurvatureOperator
 
 
@@ -142,7 +144,7 @@ def finish_status(
         f"{math.ceil(used * (rstderr / target) ** 2) if math.isfinite(rstderr) else 'many more'} needed) "
         "or loosen target_rstderr"
     )
-    warnings.warn(status, RuntimeWarning, stacklevel=3)
+    warnings.warn(status, ConvergenceWarning, stacklevel=3)
     return status
 
 

@@ -9,11 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from curvlens.errors import ConvergenceWarning
 from curvlens.results import RunInfo, register_result
-
-
-class ConvergenceWarning(UserWarning):
-    """An iterative solver stopped before every requested quantity met its tolerance."""
 
 
 @register_result("eigen")

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from curvlens import DenseOperator
+from curvlens.errors import ConvergenceWarning
 from curvlens.estimators import TraceResult, hutchinson_trace, hutchpp_trace, xtrace
 from curvlens.results import RESULT_KINDS
 from tests.estimators._b_matrices import BLOCKS, MATRICES, block_traces, low_rank, op_of, psd_decaying
@@ -126,7 +127,7 @@ def test_adaptive_stops_near_target(method):
 @pytest.mark.parametrize("method", ESTIMATORS)
 def test_adaptive_not_reached_is_a_result_with_warning(method):
     op = op_of(MATRICES["indefinite"]())
-    with pytest.warns(RuntimeWarning, match=r"above target_rstderr=1e-09 after max_matvecs=40; increase max_matvecs"):
+    with pytest.warns(ConvergenceWarning, match=r"above target_rstderr=1e-09 after max_matvecs=40; increase max_matvecs"):
         r = ESTIMATORS[method](op, 8, target_rstderr=1e-9, max_matvecs=40, generator=0)
     assert not r.info.converged and r.rstderr > 1e-9
     assert 36 <= r.num_matvecs <= 40 and "increase max_matvecs" in r.info.status
