@@ -1,24 +1,52 @@
 """curvlens: see the curvature of a neural network's loss, matrix-free.
 
-The public API, grouped by layer (see the README for a tour).
+The public API, grouped by layer (see the README for a tour). Heavier pieces (HDF5 I/O,
+checkpoint loading, reports) live in their subpackages: ``curvlens.io``, ``curvlens.report``.
 """
 
 from curvlens._version import __version__
-from curvlens.errors import CheckpointError, CurvlensError, NonFiniteLossError, SchemaError
+from curvlens.errors import (
+    CheckpointError, ConvergenceWarning, CurvlensError, NonFiniteLossError, SchemaError,
+)
 from curvlens.results import RunInfo
 
-# operators
-from curvlens.operators import Block, CurvatureOperator, DenseOperator
+# operators: matrix-free curvature products
+from curvlens.operators import (
+    Block, CurvatureOperator, DenseOperator, EmpiricalFisherOperator, GGNOperator, HessianOperator,
+    MCFisherOperator,
+)
 
-# linear algebra
-from curvlens.linalg import LanczosResult, lanczos
+# linear algebra: certified eigenvalues
+from curvlens.linalg import (
+    EigenResult, ExtremeEigenvalues, LanczosResult, bottom_eigenpairs, extreme_eigenvalues, lanczos,
+    power_iteration, top_eigenpairs,
+)
+
+# stochastic estimators: trace, diagonal, norms, spectral density
+from curvlens.estimators import (
+    DiagonalResult, NormResult, TraceResult, exact_diagonal, frobenius_norm, hutchinson_diagonal,
+    hutchinson_trace, hutchpp_trace, probe_vectors, xdiag, xtrace,
+)
+from curvlens.estimators.density import DensityResult, spectral_density
+from curvlens.estimators.wasserstein import wasserstein_1
+
+# recommendations
+from curvlens.recommend import Recommendation, RecommendationContext, recommend
 
 __all__ = [
     "__version__",
-    # errors and results
-    "CurvlensError", "NonFiniteLossError", "CheckpointError", "SchemaError", "RunInfo",
+    # errors and run metadata
+    "CurvlensError", "NonFiniteLossError", "CheckpointError", "SchemaError", "ConvergenceWarning", "RunInfo",
     # operators
-    "CurvatureOperator", "Block", "DenseOperator",
+    "CurvatureOperator", "Block", "DenseOperator", "HessianOperator", "GGNOperator",
+    "EmpiricalFisherOperator", "MCFisherOperator",
     # linear algebra
-    "lanczos", "LanczosResult",
+    "lanczos", "LanczosResult", "top_eigenpairs", "bottom_eigenpairs", "extreme_eigenvalues",
+    "power_iteration", "EigenResult", "ExtremeEigenvalues",
+    # estimators
+    "probe_vectors", "hutchinson_trace", "hutchpp_trace", "xtrace", "TraceResult",
+    "hutchinson_diagonal", "xdiag", "exact_diagonal", "DiagonalResult", "frobenius_norm", "NormResult",
+    "spectral_density", "DensityResult", "wasserstein_1",
+    # recommendations
+    "recommend", "Recommendation", "RecommendationContext",
 ]
