@@ -1,0 +1,139 @@
+"""``curvlens analyze CHECKPOINT``: curvature diagnostics of a saved model, with a report."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+
+import click
+
+from curvlens_cli._common import Progress, csv_list, fail_cleanly, int_list, quiet_option, setup_logging, verbose_option
+
+ANALYSES = ("conditioning", "sharpness", "saddle", "density", "trace", "noise", "gradient_noise", "per_layer")
+
+
+def _check_out(out: str) -> None:
+    """Fail before any work if ``out`` cannot be created or written."""
+    try:
+        os.makedirs(out, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".curvlens-write-test-"):
+            pass
+    except OSError as e:
+        raise click.ClickException(
+            f"output directory not writable: {out} ({e.strerror or e}); pass a writable --out"
+        ) from e
+
+
+@click.command("analyze")
+@click.argument("checkpoint", required=False, type=click.Path(path_type=str))
+@click.option("--demo", is_flag=True, help="Analyze the built-in demo model and data (no files needed).")
+@click.option("--model", "model_spec", metavar="MODULE:FACTORY",
+              help="Builds the architecture for a state_dict: 'pkg.module:factory' or 'file.py:factory'.")
+@click.option("--data", "data_spec", metavar="FILE|MODULE:FACTORY",
+              help="Evaluation data: .pt/.npz/.h5 with inputs/targets, or a factory returning a dataset/loader.")
+@click.option("--data-keys", metavar="INPUTS,TARGETS", help="Keys of inputs and targets in the data file.")
+@click.option("--loss", default="cross_entropy", show_default=True,
+              help="cross_entropy, mse, nll, bce (logits), bce_probs, or module:function.")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Batch size for products (and the training batch size for recommendations).")
+@click.option("--num-samples", type=click.IntRange(min=1), help="Use only the first N samples.")
+@click.option("--budget", default=None, metavar="MATVECS|DURATION",
+              help="Total budget: curvature products (e.g. 600) or time (e.g. 90s, 2m).")
+@click.option("--only", callback=csv_list, metavar="LIST", help=f"Run only these: {','.join(ANALYSES)}.")
+@click.option("--skip", callback=csv_list, metavar="LIST", help="Skip these analyses.")
+@click.option("--per-layer/--no-per-layer", default=True, show_default=True, help="Per-layer breakdown.")
+@click.option("--batch-sizes", callback=int_list, metavar="LIST", help="Ladder of the noise study, e.g. 16,64,256.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Your learning rate (sharpness vs 2/lr).")
+@click.option("--momentum", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random choice.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, ...")
+@click.option("--dtype", type=click.Choice(["float32", "float64"]), help="Convert model and data (default: as saved).")
+@click.option("--curvature", type=click.Choice(["hessian", "ggn", "fisher"]), default="hessian", show_default=True)
+@click.option("--trust-checkpoint", is_flag=True,
+              help="Allow unpickling a fully pickled model. Unpickling runs code from the file: only for files you trust.")
+@click.option("--out", default="curvlens-report", show_default=True, type=click.Path(path_type=str),
+              help="Output folder for results.h5, summary.json, report.html and figures.")
+@verbose_option
+@quiet_option
+@fail_cleanly
+def command(checkpoint, demo, model_spec, data_spec, data_keys, loss, batch_size, num_samples, budget, only, skip,
+            per_layer, batch_sizes, lr, momentum, seed, device, dtype, curvature, trust_checkpoint, out,
+            verbose, quiet):
+    """Measure the curvature of CHECKPOINT's loss and write a report to --out.
+
+    \b
+    Examples:
+      curvlens analyze --demo
+      curvlens analyze net.pt --model mypkg.nets:make_net --data val.npz --lr 0.1
+      curvlens analyze scripted.pt --data val.pt --curvature ggn --budget 2m
+    """
+    setup_logging(verbose)
+    for name, items in (("--only", only), ("--skip", skip)):
+        bad = [i for i in items or [] if i not in ANALYSES]
+        if bad:
+            raise click.BadParameter(f"unknown analysis {bad[0]!r}; choose from {', '.join(ANALYSES)}",
+                                     param_hint=name)
+    if demo and checkpoint:
+        raise click.UsageError("pass either CHECKPOINT or --demo, not both")
+    if not demo and not checkpoint:
+        raise click.UsageError("missing CHECKPOINT (or use --demo for the built-in example)")
+    if not demo and not data_spec:
+        raise click.UsageError("missing --data: the curvature of a loss needs data (a .pt/.npz/.h5 file or module:factory)")
+    if checkpoint and not os.path.exists(checkpoint):
+        raise click.ClickException(f"checkpoint not found: {checkpoint}")
+    _check_out(out)
+
+    from curvlens_cli import _problem
+
+    if not quiet:
+        click.echo("loading ...", err=True)
+    if demo:
+        prob = _problem.demo(seed, dtype)
+    else:
+        prob = _problem.load(checkpoint, model=model_spec, data=data_spec, data_keys=data_keys, loss=loss,
+                             batch_size=batch_size, num_samples=num_samples, trust=trust_checkpoint,
+                             device=device, dtype=dtype)
+    for note in prob.notes:
+        click.echo(f"note: {note}", err=True)
+
+    from curvlens.diagnostics import analyze
+
+    progress = Progress(enabled=not quiet)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            result = analyze(prob.model, prob.loss_fn, prob.data, curvature=curvature, which=only, skip=skip,
+                             budget=budget, lr=lr, momentum=momentum, batch_sizes=batch_sizes,
+                             per_layer=per_layer, generator=seed, callback=progress)
+        finally:
+            progress.close()
+    for w in caught:
+        if verbose:
+            click.echo(f"warning: {w.message}", err=True)
+    if caught and not verbose and not quiet:
+        click.echo(f"note: {len(caught)} estimate(s) stopped before their tolerance within the budget "
+                   "(marked in the table); raise --budget, details with -v", err=True)
+    written = write_outputs(result, out, batch_size=batch_size, title=f"curvlens: {prob.source}")
+
+    from curvlens.report import summary_table
+
+    click.echo(summary_table(result))
+    if not quiet:
+        click.echo(f"\nwrote {', '.join(sorted(os.path.basename(str(p)) for p in written))} to {out}/")
+
+
+def write_outputs(result, out: str, *, batch_size: int | None = None, title: str | None = None) -> list:
+    """results.h5, summary.json, report.html and figures into ``out``; each file replaced atomically."""
+    from curvlens.io.hdf5 import save_result
+    from curvlens.io.atomic import write_json_atomic
+    from curvlens.recommend import recommend
+    from curvlens.report import write_report
+
+    rec = recommend(result, {"batch_size": batch_size, "lr": result.lr, "momentum": result.momentum})
+    os.makedirs(out, exist_ok=True)
+    h5 = os.path.join(out, "results.h5")
+    save_result(result, h5)
+    js = os.path.join(out, "summary.json")
+    write_json_atomic(result.summary(), js)
+    paths = write_report(result, out, recommendation=rec, title=title)
+    return [h5, js, *paths.values()]
