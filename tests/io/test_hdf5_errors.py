@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-import curvlens.io.hdf5 as hdf5
+import curvlens.io._h5codec as h5codec
 from curvlens.errors import SchemaError
 from curvlens.io.hdf5 import load_result, results_equal, save_result
 from curvlens.results import RESULT_KINDS, RunInfo, register_result
@@ -46,7 +46,7 @@ def _leftovers(directory):
 def test_write_killed_midway_keeps_previous_file(good, monkeypatch):
     res, path = good
     before = path.read_bytes()
-    real = hdf5._write_value
+    real = h5codec._write_value
     calls = []
 
     def dying(g, key, v, where, compression):
@@ -55,7 +55,7 @@ def test_write_killed_midway_keeps_previous_file(good, monkeypatch):
             raise KeyboardInterrupt
         return real(g, key, v, where, compression)
 
-    monkeypatch.setattr(hdf5, "_write_value", dying)
+    monkeypatch.setattr(h5codec, "_write_value", dying)
     with pytest.raises(KeyboardInterrupt):
         save_result(_payload(seed=5), path)
     monkeypatch.undo()
