@@ -7,12 +7,16 @@ measure from ``m`` fully re-orthogonalized Lanczos steps: Ritz values and square
 eigenvector components of ``T_m`` (Ubaru, Chen & Saad 2017).
 
 Deflation (variance reduction, in the spirit of Hutch++ and of deflated SLQ; Meyer et al.
-2021, Bhattacharjee et al. 2022): the first probe's Krylov space usually contains the
-outlying eigenvectors of a curvature matrix to working precision. Its Ritz pairs with
-residual ``<= tol * ||A||`` form an orthonormal ``Y`` with known eigenvalues ``theta_Y``. Writing
+2021, Bhattacharjee et al. 2022): a probe's Krylov space usually contains the outlying
+eigenvectors of a curvature matrix to working precision. The Ritz pairs of the probes run so
+far with residual ``<= tol * ||A||`` form an orthonormal ``Y`` with known eigenvalues
+``theta_Y`` (at most ``2 m`` of them, twice the memory of one Lanczos basis). Writing
 ``P = I - Y Y^T``, ``(1/D) tr f(A) = (1/D) sum_y f(theta_y) + (1/D) tr(P f(A) P)``, and the second
 term is estimated without bias by ``q^T P f(A) P q`` with the later probes, independent of
-``Y``. Each later probe's measure is then: the deflated eigenvalues with weight ``1/D`` each,
+``Y`` (which depends on earlier probes only). The first probe is a pilot: when its run
+converged eigenpairs, its own quadrature (in which the outliers carry noisy weights, and
+which ``Y`` depends on) is not averaged, as the sketch of Hutch++ is not. Each later probe's
+measure is then: the deflated eigenvalues with weight ``1/D`` each,
 plus the Gauss quadrature of ``P A P`` from ``P q`` with weights scaled by ``||P q||^2``. Outliers
 then carry their exact mass in every probe instead of a noisy one, which is where most of the
 transport cost (the Wasserstein error) of plain SLQ comes from.
@@ -41,17 +45,19 @@ class _Projected(CurvatureOperator):
         return self._project(self.op.matmat(self._project(V)))
 
 
-def _converged_ritz(op, res, tol_rel: float) -> tuple[torch.Tensor, np.ndarray]:
+def _converged_ritz(op, res, tol_abs: float, Y: torch.Tensor | None, cap: int):
+    """Append the run's Ritz pairs with residual ``<= tol_abs`` to the deflation basis ``Y``."""
     theta, S = res.ritz()
     r = res.residual_norm * np.abs(S[-1, :])
-    scale = float(np.abs(theta).max()) or 1.0
-    keep = np.nonzero(r <= tol_rel * scale)[0]
+    have = 0 if Y is None else Y.shape[1]
+    keep = np.nonzero(r <= tol_abs)[0][: max(cap - have, 0)]
     if keep.size == 0 or res.basis is None:
-        return torch.zeros(op.dim, 0, dtype=op.dtype, device=op.device), np.zeros(0)
-    Sk = torch.as_tensor(S[:, keep], dtype=op.dtype, device=op.device)
-    Y = res.basis @ Sk
-    Y, _ = torch.linalg.qr(Y)  # re-orthonormalize (Ritz vectors are orthonormal up to rounding)
-    return Y, theta[keep]
+        return Y, np.zeros(0)
+    Yn = res.basis @ torch.as_tensor(S[:, keep], dtype=op.dtype, device=op.device)
+    if Y is not None and have:
+        Yn = Yn - Y @ (Y.T @ Yn)
+    Yn, _ = torch.linalg.qr(Yn)  # re-orthonormalize (Ritz vectors are orthonormal up to rounding)
+    return (Yn if Y is None else torch.cat([Y, Yn], dim=1)), theta[keep]
 
 
 def run_slq(op, V: torch.Tensor, num_steps: int, *, deflate: bool, fill_budget: bool = True, draw=None,
@@ -62,7 +68,8 @@ def run_slq(op, V: torch.Tensor, num_steps: int, *, deflate: bool, fill_budget: 
         op: the operator.
         V: ``(D, P)`` probes.
         num_steps: Lanczos steps per probe (capped at ``D``).
-        deflate: deflate the first probe's converged Ritz pairs from later probes.
+        deflate: deflate the converged Ritz pairs of earlier probes from later probes (at
+            most ``2 * num_steps`` vectors are kept).
         fill_budget: when every probe so far found an invariant subspace after fewer than
             ``num_steps`` steps, spend the unused products (of the ``P * num_steps`` budget) on
             extra probes drawn with ``draw(1)``.
@@ -71,8 +78,9 @@ def run_slq(op, V: torch.Tensor, num_steps: int, *, deflate: bool, fill_budget: 
 
     Returns:
         ``(nodes, weights, info)`` with nodes/weights ``(P', L)`` float64 arrays (rows sorted,
-        zero-weight padding; ``P' >= P`` with extra probes) and a dict with ``breakdowns``,
-        ``deflated`` (eigenpairs deflated) and ``extra_probes``.
+        zero-weight padding; ``P' = P - 1`` when the pilot is dropped, more with extra
+        probes) and a dict with ``breakdowns``, ``deflated`` (eigenpairs deflated),
+        ``extra_probes`` and ``pilot`` (whether the first probe was used as a pilot only).
     """
     P = V.shape[1]
     D = op.dim
@@ -83,11 +91,15 @@ def run_slq(op, V: torch.Tensor, num_steps: int, *, deflate: bool, fill_budget: 
     rows: list[tuple[np.ndarray, np.ndarray]] = []
     breakdowns = used = longest = 0
     Y, theta_y, target = None, np.zeros(0), op
+    cap = 2 * m  # deflation basis: at most twice the memory of one Lanczos basis
+    norm_est = 0.0
+    pilot_found = False
     p = 0
     while True:
         if p < P:
             steps, v = m, V[:, p]
-        elif fill_budget and draw is not None and 0 < longest < m and budget - used >= longest:
+        elif (fill_budget and draw is not None and 0 < longest < m and budget - used >= longest
+              and theta_y.size < D and p < P + budget):
             steps, v = min(m, budget - used), draw(1)[:, 0]
         else:
             break
@@ -106,19 +118,26 @@ def run_slq(op, V: torch.Tensor, num_steps: int, *, deflate: bool, fill_budget: 
         if scale <= 1e3 * eps or D - theta_y.size == 0:
             rows.append((x_defl, w_defl))  # the deflated part is the whole spectrum
             continue
-        store = deflate and p == 1 and P > 1
+        store = deflate and P > 1 and (Y is None or Y.shape[1] < cap)
         res = lanczos(target, steps, v0=q, reorth=True, store_basis=store, callback=cb)
         breakdowns += int(res.breakdown)
         used += res.num_steps
         longest = max(longest, res.num_steps)
         theta, S = res.ritz()
         rows.append((np.concatenate([x_defl, theta]), np.concatenate([w_defl, scale * S[0, :] ** 2])))
+        norm_est = max(norm_est, float(np.abs(theta).max()))
         if store:
-            Y, theta_y = _converged_ritz(op, res, tol_rel)
-            if Y.shape[1] > 0:
+            Y, new = _converged_ritz(op, res, tol_rel * (norm_est or 1.0), Y, cap)
+            if new.size:
+                pilot_found = pilot_found or p == 1
+                theta_y = np.concatenate([theta_y, new])
                 target = _Projected(op, Y)
-            if Y.shape[1] == D:  # the whole spectrum converged: the measure is exact
-                rows[0] = (theta_y, np.full(D, 1.0 / D))
+            if Y is not None and Y.shape[1] == D:  # every eigenpair converged: the measure is exact
+                exact = (theta_y, np.full(D, 1.0 / D))
+                rows = [exact for _ in rows]
+    pilot = bool(deflate and pilot_found and len(rows) > 1)
+    if pilot:  # the pilot found the deflation basis; its own quadrature carries their noise
+        rows = rows[1:]
     L = max(len(x) for x, _ in rows)
     nodes = np.zeros((len(rows), L))
     weights = np.zeros((len(rows), L))
@@ -127,5 +146,6 @@ def run_slq(op, V: torch.Tensor, num_steps: int, *, deflate: bool, fill_budget: 
         k = len(x)
         nodes[i, :k], weights[i, :k] = x[order], w[order]
         nodes[i, k:] = x[order][-1] if k else 0.0
-    info = {"breakdowns": breakdowns, "deflated": int(theta_y.size), "extra_probes": len(rows) - P}
+    info = {"breakdowns": breakdowns, "deflated": int(theta_y.size), "extra_probes": len(rows) + pilot - P,
+            "pilot": pilot}
     return nodes, weights, info
