@@ -10,8 +10,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 
-__all__ = ["Estimate", "probe_mean", "broaden", "default_sigma", "default_grid"]
+__all__ = ["Estimate", "probe_mean", "broaden", "default_sigma", "default_grid", "check_sigma", "check_grid"]
 
 
 class Estimate(float):
@@ -109,3 +110,35 @@ def broaden(nodes: np.ndarray, weights: np.ndarray, grid: np.ndarray, sigma: flo
     dens = per_probe.mean(axis=0) / total
     se = per_probe.std(axis=0, ddof=1) / math.sqrt(P) / total if P > 1 else np.full(grid.size, np.nan)
     return dens, se
+
+
+def check_sigma(sigma) -> float:
+    """Validate a broadening width: finite and > 0."""
+    try:
+        s = float(sigma)
+    except (TypeError, ValueError):
+        s = math.nan
+    if not (math.isfinite(s) and s > 0):
+        raise ValueError(
+            f"sigma: expected a finite width > 0 (in eigenvalue units), got {sigma!r}; "
+            "leave sigma=None for the default (0.00158 x spectral span)"
+        )
+    return s
+
+
+def check_grid(grid, nodes, weights, sigma) -> np.ndarray:
+    """A grid from None (2048 points), an int number of points or increasing points."""
+    if grid is None or (isinstance(grid, (int, np.integer)) and not isinstance(grid, bool)):
+        n = 2048 if grid is None else int(grid)
+        if n < 2:
+            raise ValueError(f"grid: expected at least 2 points, got {grid!r}; use grid=2048")
+        return default_grid(nodes, weights, sigma, n)
+    if isinstance(grid, torch.Tensor):
+        grid = grid.detach().cpu().double().numpy()
+    g = np.asarray(grid, dtype=np.float64).reshape(-1)
+    if g.size < 2 or not np.all(np.isfinite(g)) or np.any(np.diff(g) <= 0):
+        raise ValueError(
+            "grid: expected an int number of points or >= 2 finite, strictly increasing points, "
+            f"got {g.size} points; pass e.g. grid=torch.linspace(lmin, lmax, 512)"
+        )
+    return g
