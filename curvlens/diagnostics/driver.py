@@ -7,7 +7,7 @@ fractions of the stages still to run (so unused products roll over):
 ========== ======== =======================================================================
 stage      fraction what it runs
 ========== ======== =======================================================================
-top        0.15     ``top_eigenpairs(k=4, rtol=1e-3)`` (k=1 if the share is below 6)
+top        0.15     ``top_eigenpairs(k=4, rtol=1e-3)`` (k=1 below 24 products)
 trace      0.10     ``xtrace(per_block=True)`` (Hutchinson below 4 products)
 bottom     0.15     ``bottom_eigenpairs(k=1, rtol=1e-2)``
 density    0.30     SLQ, ``min(30, D)`` steps x up to 10 probes
@@ -252,7 +252,7 @@ def analyze(
         a = allowance(stage)
         res = None
         if stage == "top":
-            k = 4 if a >= 6 and op.dim >= 4 else 1
+            k = 4 if a >= 24 and op.dim >= 8 else 1
             if a >= 2:
                 res = top_eigenpairs(op, k, max_matvecs=a, generator=gen, callback=cb(stage))
         elif stage == "trace":
