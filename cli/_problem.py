@@ -85,7 +85,7 @@ def check_fits(prob: Problem, loss_name: str) -> None:
     with torch.no_grad():
         try:
             out = prob.model(x)
-        except (RuntimeError, ValueError, TypeError, IndexError) as e:
+        except (RuntimeError, ValueError, TypeError, IndexError, AssertionError) as e:  # torch.export guards assert
             raise CheckpointError(
                 f"data/model shape mismatch: the model cannot take inputs of shape {tuple(x.shape)} "
                 f"({_short(e)}); check --data/--data-keys and --model"

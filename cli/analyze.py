@@ -25,6 +25,26 @@ def _check_out(out: str) -> None:
         ) from e
 
 
+def _check_budget_and_loss(budget: str | None, loss: str):
+    """Bad --budget / --loss values are usage errors (exit 2), found before any loading."""
+    from curvlens.diagnostics.driver import parse_budget
+    from curvlens.io.factory import is_factory_spec
+    from curvlens.io.losses import resolve_loss
+
+    if budget is not None and budget.strip().isdigit():
+        budget = int(budget)  # a plain number counts products; the library parses only durations from str
+    try:
+        parse_budget(budget)
+    except ValueError as e:
+        raise click.BadParameter(f"{e}; e.g. --budget 600 or --budget 2m", param_hint="--budget") from e
+    if not is_factory_spec(loss):
+        try:
+            resolve_loss(loss)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--loss") from e
+    return budget, loss
+
+
 @click.command("analyze")
 @click.argument("checkpoint", required=False, type=click.Path(path_type=str))
 @click.option("--demo", is_flag=True, help="Analyze the built-in demo model and data (no files needed).")
@@ -81,6 +101,7 @@ def command(checkpoint, demo, model_spec, data_spec, data_keys, loss, batch_size
         raise click.UsageError("missing --data: the curvature of a loss needs data (a .pt/.npz/.h5 file or module:factory)")
     if checkpoint and not os.path.exists(checkpoint):
         raise click.ClickException(f"checkpoint not found: {checkpoint}")
+    budget, _ = _check_budget_and_loss(budget, loss)
     _check_out(out)
 
     from curvlens_cli import _problem
@@ -123,17 +144,33 @@ def command(checkpoint, demo, model_spec, data_spec, data_keys, loss, batch_size
 
 
 def write_outputs(result, out: str, *, batch_size: int | None = None, title: str | None = None) -> list:
-    """results.h5, summary.json, report.html and figures into ``out``; each file replaced atomically."""
+    """results.h5, summary.json, report.html and figures into ``out``, all or nothing.
+
+    Everything is first written into a hidden staging folder inside ``out``; only when every
+    file is complete are they moved into place (``os.replace``, atomic per file). A failure
+    while writing leaves the previous results in ``out`` untouched and no temporary files.
+    """
+    import shutil
+
     from curvlens.io.hdf5 import save_result
     from curvlens.io.atomic import write_json_atomic
     from curvlens.recommend import recommend
     from curvlens.report import write_report
+    from curvlens.report.html import FIGURES
 
     rec = recommend(result, {"batch_size": batch_size, "lr": result.lr, "momentum": result.momentum})
     os.makedirs(out, exist_ok=True)
-    h5 = os.path.join(out, "results.h5")
-    save_result(result, h5)
-    js = os.path.join(out, "summary.json")
-    write_json_atomic(result.summary(), js)
-    paths = write_report(result, out, recommendation=rec, title=title)
-    return [h5, js, *paths.values()]
+    stage = tempfile.mkdtemp(prefix=".curvlens-staging-", dir=out)
+    try:
+        save_result(result, os.path.join(stage, "results.h5"))
+        write_json_atomic(result.summary(), os.path.join(stage, "summary.json"))
+        paths = write_report(result, stage, recommendation=rec, title=title)
+        names = ["results.h5", "summary.json", *(os.path.basename(str(p)) for p in paths.values())]
+        for name in names:
+            os.replace(os.path.join(stage, name), os.path.join(out, name))
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    for _, fname, *_ in FIGURES:  # figures of an earlier run that this run did not measure
+        if fname not in names and os.path.isfile(os.path.join(out, fname)):
+            os.remove(os.path.join(out, fname))
+    return [os.path.join(out, n) for n in names]
