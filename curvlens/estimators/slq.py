@@ -27,8 +27,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from curvlens.estimators._multi_lanczos import multi_lanczos, ritz_from_tridiagonal
 from curvlens.linalg.lanczos import lanczos
 from curvlens.operators.base import CurvatureOperator
+
+
+#: memory for the Lanczos bases of one group of probes run together
+_BASIS_BYTES = 512 * 2**20
 
 
 class _Projected(CurvatureOperator):
@@ -87,55 +92,59 @@ def run_slq(op, V: torch.Tensor, num_steps: int, *, deflate: bool, fill_budget: 
     m = min(num_steps, D)
     budget = P * m
     eps = float(torch.finfo(op.dtype).eps)
-    tol_rel = max(eps**0.5, 1e-6)
     rows: list[tuple[np.ndarray, np.ndarray]] = []
-    breakdowns = used = longest = 0
+    stats = {"breakdowns": 0, "used": 0, "longest": 0}
     Y, theta_y, target = None, np.zeros(0), op
-    cap = 2 * m  # deflation basis: at most twice the memory of one Lanczos basis
-    norm_est = 0.0
-    pilot_found = False
-    p = 0
-    while True:
-        if p < P:
-            steps, v = m, V[:, p]
-        elif (fill_budget and draw is not None and 0 < longest < m and budget - used >= longest
-              and theta_y.size < D and p < P + budget):
-            steps, v = min(m, budget - used), draw(1)[:, 0]
-        else:
-            break
-        base = used
+    itemsize = torch.empty((), dtype=op.dtype).element_size()
+    group = max(1, min(P, int(_BASIS_BYTES // max(m * D * itemsize, 1))))
 
-        def cb(step, _n, base=base):
-            if callback is not None:
-                callback(base + step, total)
-
-        q = v / torch.linalg.vector_norm(v)
-        if Y is not None and Y.shape[1] > 0:
-            q = q - Y @ (Y.T @ q)
-        scale = float(torch.linalg.vector_norm(q)) ** 2
+    def run_group(cols: torch.Tensor, steps: int) -> None:
         x_defl, w_defl = theta_y, np.full(theta_y.size, 1.0 / D)
-        p += 1
-        if scale <= 1e3 * eps or D - theta_y.size == 0:
-            rows.append((x_defl, w_defl))  # the deflated part is the whole spectrum
-            continue
-        store = deflate and P > 1 and (Y is None or Y.shape[1] < cap)
-        res = lanczos(target, steps, v0=q, reorth=True, store_basis=store, callback=cb)
-        breakdowns += int(res.breakdown)
-        used += res.num_steps
-        longest = max(longest, res.num_steps)
+        q = cols / torch.linalg.vector_norm(cols, dim=0)
+        if Y is not None:
+            q = q - Y @ (Y.T @ q)
+        scale = torch.linalg.vector_norm(q, dim=0)
+        live = [b for b in range(q.shape[1]) if float(scale[b]) ** 2 > 1e3 * eps]
+        rows.extend((x_defl, w_defl) for b in range(q.shape[1]) if b not in live)  # fully deflated
+        if not live or theta_y.size >= D:
+            return
+        qs = q[:, live] / scale[live]
+        for (al, be, broke), b in zip(
+            multi_lanczos(target, qs, steps, callback=callback, done=stats["used"], total=total), live
+        ):
+            theta, w = ritz_from_tridiagonal(al, be)
+            rows.append((np.concatenate([x_defl, theta]), np.concatenate([w_defl, float(scale[b]) ** 2 * w])))
+            stats["breakdowns"] += int(broke)
+            stats["used"] += len(al)
+            stats["longest"] = max(stats["longest"], len(al))
+
+    start, pilot_found = 0, False
+    if deflate and P > 1:
+        cb = None if callback is None else (lambda step, _n: callback(step, total))
+        res = lanczos(op, m, v0=V[:, 0], reorth=True, store_basis=True, callback=cb)
         theta, S = res.ritz()
-        rows.append((np.concatenate([x_defl, theta]), np.concatenate([w_defl, scale * S[0, :] ** 2])))
-        norm_est = max(norm_est, float(np.abs(theta).max()))
-        if store:
-            Y, new = _converged_ritz(op, res, tol_rel * (norm_est or 1.0), Y, cap)
-            if new.size:
-                pilot_found = pilot_found or p == 1
-                theta_y = np.concatenate([theta_y, new])
-                target = _Projected(op, Y)
-            if Y is not None and Y.shape[1] == D:  # every eigenpair converged: the measure is exact
-                exact = (theta_y, np.full(D, 1.0 / D))
-                rows = [exact for _ in rows]
-    pilot = bool(deflate and pilot_found and len(rows) > 1)
+        rows.append((theta, S[0, :] ** 2))
+        stats["breakdowns"] += int(res.breakdown)
+        stats["used"] = stats["longest"] = res.num_steps
+        scale_a = float(np.abs(theta).max()) or 1.0
+        Y, theta_y = _converged_ritz(op, res, max(eps**0.5, 1e-6) * scale_a, None, 2 * m)
+        if theta_y.size:
+            pilot_found = True
+            target = _Projected(op, Y)
+        if theta_y.size == D:  # every eigenpair converged: the measure is exact
+            rows[0] = (theta_y, np.full(D, 1.0 / D))
+        start = 1
+    for g0 in range(start, P, group):
+        run_group(V[:, g0 : g0 + group], m)
+    longest = stats["longest"]
+    if fill_budget and draw is not None and 0 < longest < m and theta_y.size < D:
+        extra = (budget - stats["used"]) // longest
+        for g0 in range(0, extra, group):
+            run_group(draw(min(group, extra - g0)), longest)
+    if theta_y.size == D:
+        rows = [rows[0] for _ in rows]
+    breakdowns = stats["breakdowns"]
+    pilot = bool(pilot_found and len(rows) > 1 and theta_y.size < D)
     if pilot:  # the pilot found the deflation basis; its own quadrature carries their noise
         rows = rows[1:]
     L = max(len(x) for x, _ in rows)
