@@ -44,7 +44,9 @@ def load(checkpoint: str, *, model: str | None, data: str, data_keys: str | None
     dt = DTYPES[dtype] if dtype else None
     inputs = load_data(data, keys=data_keys, num_samples=num_samples, batch_size=batch_size, dtype=dt)
     example = _first_inputs(inputs)
-    loaded = load_checkpoint(checkpoint, model=model, trust=trust, map_location="cpu", example_inputs=example)
+    # double backward is probed after check_fits, so that inputs the model cannot take are reported as
+    # a data/model mismatch rather than as a model without Hessian-vector products
+    loaded = load_checkpoint(checkpoint, model=model, trust=trust, map_location="cpu")
     net = loaded.model
     if dt is not None:
         net = net.to(dtype=dt)
@@ -57,6 +59,15 @@ def load(checkpoint: str, *, model: str | None, data: str, data_keys: str | None
     prob = Problem(net, loss_fn, inputs, f"{os.path.basename(checkpoint)} ({loaded.format})",
                    tuple(loaded.notes), n)
     check_fits(prob, loss)
+    if example is not None:
+        from curvlens.io.checkpoint import check_double_backward
+
+        problem = check_double_backward(net, tuple(t.to(device) for t in example))
+        if problem is not None:
+            raise CheckpointError(
+                f"{loaded.format} model {checkpoint!r} cannot give Hessian-vector products: {problem}; save the "
+                "state_dict and load it with --model pkg.module:factory instead"
+            )
     return prob
 
 

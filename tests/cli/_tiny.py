@@ -41,6 +41,34 @@ def make_not_a_module():
     return 42
 
 
+class _OnceTanh(torch.autograd.Function):
+    """tanh whose backward cannot itself be differentiated (no Hessian-vector products through it)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        y = torch.tanh(x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        return grad * (1 - y * y)
+
+
+class OnceDifferentiableTanh(nn.Module):
+    def forward(self, x):
+        return _OnceTanh.apply(x)
+
+
+def make_once_differentiable() -> nn.Module:
+    """:func:`make` with first-derivative-only activations: same state_dict keys, no double backward."""
+    m = make()
+    m[1], m[3] = OnceDifferentiableTanh(), OnceDifferentiableTanh()
+    return m
+
+
 def inputs(n: int = NUM_SAMPLES, seed: int = 1, features: int = IN) -> torch.Tensor:
     return torch.randn(n, features, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
