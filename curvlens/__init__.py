@@ -30,6 +30,9 @@ from curvlens.estimators import (
 from curvlens.estimators.density import DensityResult, spectral_density
 from curvlens.estimators.wasserstein import wasserstein_1
 
+# diagnostics
+from curvlens.diagnostics import AnalysisResult, analyze
+
 # recommendations
 from curvlens.recommend import Recommendation, RecommendationContext, recommend
 
@@ -47,6 +50,8 @@ __all__ = [
     "probe_vectors", "hutchinson_trace", "hutchpp_trace", "xtrace", "TraceResult",
     "hutchinson_diagonal", "xdiag", "exact_diagonal", "DiagonalResult", "frobenius_norm", "NormResult",
     "spectral_density", "DensityResult", "wasserstein_1",
+    # diagnostics
+    "analyze", "AnalysisResult",
     # recommendations
     "recommend", "Recommendation", "RecommendationContext",
 ]

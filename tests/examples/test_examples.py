@@ -42,3 +42,25 @@ def test_spectral_density(tmp_path):
     slack = 1e-5 * abs(ext.lambda_max)
     assert float(mass.max()) <= ext.lambda_max + ext.lambda_max_residual + slack
     assert float(mass.min()) >= ext.lambda_min - ext.lambda_min_residual - slack
+
+
+def test_batch_size_noise(capsys):
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        out = load("batch_size_noise").main(num_samples=256, hidden=4, budget=300)
+    noise = out["analysis"].noise
+    assert noise is not None and len(noise.batch_sizes) >= 2
+    assert set(noise.quantities) >= {"lambda_max", "trace"}
+    # the law variance ~ a + b/B: larger minibatches are not noisier on average
+    assert float(noise.rstderr[0, -1]) <= float(noise.rstderr[0, 0]) + 1e-12
+    assert "critical batch size for lambda_max" in capsys.readouterr().out
+
+
+def test_analyze_checkpoint_example(tmp_path):
+    summary = load("analyze_checkpoint").main(str(tmp_path), budget=120,
+                                              extra=("--only", "conditioning,trace", "-q"))
+    assert summary["num_params"] == 8 * 32 + 32 + 32 * 3 + 3
+    assert summary["num_samples"] == 512
+    assert summary["lambda_max"] > 0 and summary["trace"] is not None
+    assert (tmp_path / "report" / "report.html").exists()
+    assert (tmp_path / "report" / "results.h5").exists()
