@@ -20,7 +20,7 @@ def multi_lanczos(op, Q0: torch.Tensor, num_steps: int, *, callback=None, done: 
     """
     D, B = Q0.shape
     m = int(min(num_steps, D))
-    basis = torch.empty(m, D, B, dtype=Q0.dtype, device=Q0.device)
+    basis = torch.empty(B, m, D, dtype=Q0.dtype, device=Q0.device)  # per probe: (m, D) rows
     eps = float(torch.finfo(Q0.dtype).eps)
     alphas = [[] for _ in range(B)]
     betas = [[] for _ in range(B)]
@@ -29,15 +29,16 @@ def multi_lanczos(op, Q0: torch.Tensor, num_steps: int, *, callback=None, done: 
     active = torch.arange(B, device=Q0.device)
     q, q_prev, beta_prev = Q0.clone(), torch.zeros_like(Q0), torch.zeros(B, dtype=Q0.dtype, device=Q0.device)
     for j in range(m):
-        basis[j] = q
+        basis[:, j] = q.T
         idx = active
         w = op.matmat(q[:, idx])
         a = (w * q[:, idx]).sum(0)
         w = w - q[:, idx] * a - q_prev[:, idx] * beta_prev[idx]
-        Qj = basis[: j + 1][:, :, idx]  # (j+1, D, b)
-        for _ in range(2):
-            c = torch.einsum("jdb,db->jb", Qj, w)
-            w = w - torch.einsum("jdb,jb->db", Qj, c)
+        Qj = basis[:, : j + 1] if idx.numel() == B else basis[idx, : j + 1]  # (b, j+1, D)
+        wt = w.T.unsqueeze(2)  # (b, D, 1)
+        for _ in range(2):  # full re-orthogonalization against each probe's own basis, twice
+            wt = wt - torch.bmm(Qj.transpose(1, 2), torch.bmm(Qj, wt))
+        w = wt.squeeze(2).T
         bnorm = torch.linalg.vector_norm(w, dim=0)
         done += int(idx.numel())
         if callback is not None:
