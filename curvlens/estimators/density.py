@@ -212,12 +212,12 @@ def spectral_density(
         grid: number of grid points or an increasing 1-D array of points.
         bounds: ``(lmin, lmax)`` enclosing the spectrum, for KPM only (e.g. from
             ``extreme_eigenvalues``); default: a short Lanczos run, padded.
-        deflate: SLQ only. Deflate the Ritz pairs that earlier probes' runs converged
-            (outliers, typically; at most ``2 num_steps``) from the later probes, which then carry their exact
-            mass ``1/D`` each: same cost, still unbiased, much less probe noise on spectra
-            with outliers (see :mod:`curvlens.estimators.slq`). When the first probe's run
-            converged eigenpairs, it serves as a pilot and its own quadrature is not
-            averaged (``num_probes - 1`` rows). ``False`` gives plain SLQ.
+        deflate: SLQ only. Use the first probe as a pilot: deflate the eigenpairs its run
+            converged (outliers, typically; at most ``2 num_steps``) from the later probes,
+            which then carry their exact mass ``1/D`` each: same cost, unbiased, much less
+            probe noise on spectra with outliers (see :mod:`curvlens.estimators.slq`). When
+            the pilot converged eigenpairs, its own quadrature is not averaged
+            (``num_probes - 1`` rows). ``False`` gives plain SLQ.
         fill_budget: SLQ only. When probes find an invariant subspace in fewer than
             ``num_steps`` steps (few distinct eigenvalues, tiny operators), spend the unused
             products of the ``num_probes * num_steps`` budget on extra probes, so the result

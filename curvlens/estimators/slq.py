@@ -7,19 +7,21 @@ measure from ``m`` fully re-orthogonalized Lanczos steps: Ritz values and square
 eigenvector components of ``T_m`` (Ubaru, Chen & Saad 2017).
 
 Deflation (variance reduction, in the spirit of Hutch++ and of deflated SLQ; Meyer et al.
-2021, Bhattacharjee et al. 2022): a probe's Krylov space usually contains the outlying
-eigenvectors of a curvature matrix to working precision. The Ritz pairs of the probes run so
-far with residual ``<= tol * ||A||`` form an orthonormal ``Y`` with known eigenvalues
-``theta_Y`` (at most ``2 m`` of them, twice the memory of one Lanczos basis). Writing
-``P = I - Y Y^T``, ``(1/D) tr f(A) = (1/D) sum_y f(theta_y) + (1/D) tr(P f(A) P)``, and the second
-term is estimated without bias by ``q^T P f(A) P q`` with the later probes, independent of
-``Y`` (which depends on earlier probes only). The first probe is a pilot: when its run
-converged eigenpairs, its own quadrature (in which the outliers carry noisy weights, and
-which ``Y`` depends on) is not averaged, as the sketch of Hutch++ is not. Each later probe's
-measure is then: the deflated eigenvalues with weight ``1/D`` each,
-plus the Gauss quadrature of ``P A P`` from ``P q`` with weights scaled by ``||P q||^2``. Outliers
-then carry their exact mass in every probe instead of a noisy one, which is where most of the
-transport cost (the Wasserstein error) of plain SLQ comes from.
+2021, Bhattacharjee et al. 2022): the first probe's Krylov space usually contains the outlying
+eigenvectors of a curvature matrix to working precision. Its Ritz pairs with residual
+``<= tol * ||A||`` (``tol = max(sqrt(eps), 1e-6)``) form an orthonormal ``Y`` with known
+eigenvalues ``theta_Y`` (at most ``2 m`` of them). Writing ``P = I - Y Y^T``,
+``(1/D) tr f(A) = (1/D) sum_y f(theta_y) + (1/D) tr(P f(A) P)``, and the second term is estimated
+without bias by ``q^T P f(A) P q`` with the later probes, which are independent of ``Y``.
+The first probe is then a pilot: its own quadrature (in which the outliers carry noisy
+weights, and on which ``Y`` depends) is not averaged, as the sketch of Hutch++ is not. Each
+later probe's measure is the deflated eigenvalues with weight ``1/D`` each plus the Gauss
+quadrature of ``P A P`` from ``P q`` with weights scaled by ``||P q||^2``. Outliers then carry
+their exact mass in every probe instead of a noisy one, which is where most of the transport
+cost (the Wasserstein error) of plain SLQ comes from.
+
+The later probes run as independent recurrences that share batched products
+(:mod:`curvlens.estimators._multi_lanczos`), in groups whose bases fit in 512 MiB.
 """
 
 from __future__ import annotations
@@ -73,11 +75,11 @@ def run_slq(op, V: torch.Tensor, num_steps: int, *, deflate: bool, fill_budget: 
         op: the operator.
         V: ``(D, P)`` probes.
         num_steps: Lanczos steps per probe (capped at ``D``).
-        deflate: deflate the converged Ritz pairs of earlier probes from later probes (at
-            most ``2 * num_steps`` vectors are kept).
-        fill_budget: when every probe so far found an invariant subspace after fewer than
+        deflate: use the first probe as a pilot and deflate its converged Ritz pairs (at
+            most ``2 * num_steps``) from the later probes.
+        fill_budget: when every probe found an invariant subspace after fewer than
             ``num_steps`` steps, spend the unused products (of the ``P * num_steps`` budget) on
-            extra probes drawn with ``draw(1)``.
+            extra probes (each run for the longest length seen).
         draw: ``draw(k) -> (D, k)`` probes (needed for ``fill_budget``).
         callback: ``callback(done, total)`` in products.
 
