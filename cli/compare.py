@@ -13,7 +13,7 @@ from curvlens_cli._common import csv_list, fail_cleanly, quiet_option, setup_log
 @click.argument("results", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option("--labels", callback=csv_list, metavar="LIST", help="One label per file (default: file names).")
 @click.option("--out", default="curvlens-compare", show_default=True, type=click.Path(path_type=str),
-              help="Folder for compare.html and the overlaid density figure.")
+              help="Folder for comparison.html, comparison.png and comparison.json.")
 @verbose_option
 @quiet_option
 @fail_cleanly
