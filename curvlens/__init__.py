@@ -24,11 +24,10 @@ from curvlens.linalg import (
 
 # stochastic estimators: trace, diagonal, norms, spectral density
 from curvlens.estimators import (
-    DiagonalResult, NormResult, TraceResult, exact_diagonal, frobenius_norm, hutchinson_diagonal,
-    hutchinson_trace, hutchpp_trace, probe_vectors, xdiag, xtrace,
+    DensityResult, DiagonalResult, Estimate, NormResult, TraceResult, exact_diagonal, frobenius_norm,
+    hutchinson_diagonal, hutchinson_trace, hutchpp_trace, probe_vectors, spectral_density, wasserstein_1,
+    xdiag, xtrace,
 )
-from curvlens.estimators.density import DensityResult, spectral_density
-from curvlens.estimators.wasserstein import wasserstein_1
 
 # diagnostics
 from curvlens.diagnostics import AnalysisResult, analyze
@@ -49,7 +48,7 @@ __all__ = [
     # estimators
     "probe_vectors", "hutchinson_trace", "hutchpp_trace", "xtrace", "TraceResult",
     "hutchinson_diagonal", "xdiag", "exact_diagonal", "DiagonalResult", "frobenius_norm", "NormResult",
-    "spectral_density", "DensityResult", "wasserstein_1",
+    "spectral_density", "DensityResult", "Estimate", "wasserstein_1",
     # diagnostics
     "analyze", "AnalysisResult",
     # recommendations

@@ -8,10 +8,13 @@ Diagonal: :func:`exact_diagonal` for small ``D``, else :func:`xdiag` or
 """
 
 from curvlens.estimators._probes import probe_vectors
+from curvlens.estimators.broadening import Estimate
+from curvlens.estimators.density import DensityResult, spectral_density
 from curvlens.estimators.diagonal import DiagonalResult, exact_diagonal, hutchinson_diagonal, xdiag
 from curvlens.estimators.hutchpp import hutchpp_trace
 from curvlens.estimators.norms import NormResult, frobenius_norm
 from curvlens.estimators.trace import TraceResult, hutchinson_trace
+from curvlens.estimators.wasserstein import wasserstein_1, wasserstein_1_grid
 from curvlens.estimators.xtrace import xtrace
 
 __all__ = [
@@ -19,4 +22,5 @@ __all__ = [
     "TraceResult", "hutchinson_trace", "hutchpp_trace", "xtrace",
     "DiagonalResult", "exact_diagonal", "hutchinson_diagonal", "xdiag",
     "NormResult", "frobenius_norm",
+    "DensityResult", "Estimate", "spectral_density", "wasserstein_1", "wasserstein_1_grid",
 ]

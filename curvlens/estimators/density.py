@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from curvlens._rng import resolve_generator
+from curvlens.errors import ConvergenceWarning
 from curvlens.estimators import kpm as _kpm
 from curvlens.estimators._probes import check_probe_kind, probe_vectors
 from curvlens.estimators.broadening import Estimate, broaden, check_grid, check_sigma, default_sigma, probe_mean
@@ -286,7 +287,7 @@ def spectral_density(
                 f"; the spectrum extends beyond bounds={bounds}: pass wider bounds=(lmin, lmax), "
                 "e.g. from extreme_eigenvalues(...) padded by a few percent"
             )
-            warnings.warn("spectral_density: " + status_extra[2:], RuntimeWarning, stacklevel=2)
+            warnings.warn("spectral_density: " + status_extra[2:], ConvergenceWarning, stacklevel=2)
         nodes, weights = _kpm.kpm_measure(mu, bounds, max(4 * mu.shape[1], 64))
         cheb = torch.from_numpy(mu)
     if callback is not None:

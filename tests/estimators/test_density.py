@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from curvlens.errors import ConvergenceWarning
 from curvlens.estimators._probes import probe_vectors
 from curvlens.estimators.density import DensityResult, spectral_density
 from curvlens.operators.dense import DenseOperator
@@ -157,7 +158,7 @@ def test_kpm_estimated_bounds_enclose_spectrum_and_narrow_bounds_warn():
     lo, hi = res.bounds
     assert lo <= ev.min() and hi >= ev.max()
     assert res.info.converged
-    with pytest.warns(RuntimeWarning, match="pass wider bounds"):
+    with pytest.warns(ConvergenceWarning, match="pass wider bounds"):
         bad = spectral_density(op, num_probes=2, num_steps=10, method="kpm", bounds=(-1.0, 3.0), generator=0)
     assert not bad.info.converged
     assert "wider bounds" in bad.info.status
