@@ -186,7 +186,7 @@ def test_ggn_is_psd_and_below_the_hessian_top(run_cli, files, tmp_path, referenc
     J = torch.cat([jac[n].reshape(x.shape[0] * _tiny.OUT, -1) for n in params], dim=1)
     z = model(x).detach()
     h_out = torch.func.hessian(lambda o: nn.functional.cross_entropy(o, y))(z).reshape(J.shape[0], J.shape[0])
-    ggn_top = float(torch.linalg.eigvalsh(J.T @ h_out @ J)[-1])
+    ggn_top = float(torch.linalg.eigvalsh((J.T @ h_out @ J).detach())[-1])
     out = tmp_path / "out"
     r = run_cli("analyze", files / "bare.pt", "--model", MODEL_FILE_SPEC, "--data", files / "data.pt",
                 "--curvature", "ggn", "--out", out, *QUICK)
