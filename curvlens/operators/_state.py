@@ -43,7 +43,8 @@ def preserved_state(model: nn.Module, mode: str, device: torch.device) -> Iterat
     devices = [device] if device.type == "cuda" else []
     try:
         with torch.random.fork_rng(devices=devices):
-            model.train(mode == "train")
+            for m, _ in flags:  # set flags directly: some modules (torch.export) refuse .train()
+                m.training = mode == "train"
             if mode == "train":
                 for m, _ in norms:
                     m.track_running_stats = False

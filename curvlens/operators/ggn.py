@@ -42,6 +42,9 @@ class OutputSpaceOperator(ModelOperator):
             gu = grads([out], self.params, [u], batched=False, create_graph=True)
         return out, ctx, u, gu, {}
 
+    def _graph_roots(self, entry) -> list:
+        return [t for t in entry[3] if t is not None]
+
     def _apply(self, i: int, entry, V: list[torch.Tensor]) -> list[torch.Tensor]:
         out, ctx, u, gu, state = entry
         k = V[0].shape[0]

@@ -51,6 +51,9 @@ class HessianOperator(ModelOperator):
             return grads([loss * self.batch_weight(i)], self.params, [None], batched=False,
                          create_graph=self.backend == "double_backward", retain_graph=True)
 
+    def _graph_roots(self, g: list) -> list:
+        return [t for t in g if t is not None]
+
     def _apply(self, i: int, g: list, V: list[torch.Tensor]) -> list[torch.Tensor]:
         idx = [n for n, t in enumerate(g) if t is not None and t.requires_grad]
         k = V[0].shape[0]

@@ -147,6 +147,8 @@ class ModelOperator(CurvatureOperator):
         for i in range(len(self.batches)):
             with _SavedBytes(self.params) as counter:
                 entry = self._build(i)
+            if i == 0:
+                check_twice_differentiable(self._graph_roots(entry), type(self).__name__)
             caching = caching and used + counter.bytes <= self.budget
             if caching:
                 self._cache[i] = entry
@@ -201,6 +203,10 @@ class ModelOperator(CurvatureOperator):
 
     def _build(self, i: int) -> Any:
         """Differentiable state of batch ``i`` needed by :meth:`_apply` (subclasses)."""
+        raise NotImplementedError
+
+    def _graph_roots(self, entry: Any) -> list:
+        """Tensors of :meth:`_build`'s entry whose graphs later products differentiate."""
         raise NotImplementedError
 
     def _apply(self, i: int, entry: Any, V: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -275,6 +281,29 @@ def batched_vjp(outputs, inputs, grad_outputs, k: int, state: dict) -> list[torc
         r = grads(outputs, inputs, [g[j] for g in grad_outputs], batched=False)
         cols.append([torch.zeros_like(p) if x is None else x for x, p in zip(r, inputs)])
     return [torch.stack([c[n] for c in cols]) for n in range(len(inputs))]
+
+
+def check_twice_differentiable(tensors, who: str) -> None:
+    """Refuse graphs that contain a first-derivative-only node (``@once_differentiable``).
+
+    Differentiating through such a node must fail, but with unused-input handling autograd can
+    drop its contribution silently, which would give a wrong curvature; so walk the graph once.
+    """
+    seen: set = set()
+    stack = [t.grad_fn for t in tensors if isinstance(t, torch.Tensor) and t.grad_fn is not None]
+    while stack:
+        fn = stack.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        if type(fn).__name__ in ("Error", "DelayedError"):
+            raise ValueError(
+                f"model: {who} needs second derivatives, but the model contains an operation that can "
+                "only be differentiated once (a custom autograd.Function whose backward is marked "
+                "@once_differentiable, or a non-differentiable op); make its backward differentiable "
+                "or replace it by torch operations"
+            )
+        stack.extend(n for n, _ in fn.next_functions)
 
 
 class _SavedBytes:

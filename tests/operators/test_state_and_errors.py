@@ -182,3 +182,44 @@ def test_non_finite_product_detected():
     v = torch.full((H.dim,), float("nan"), dtype=D64)
     with pytest.raises(NonFiniteLossError, match="the product is not finite"):
         H @ v
+
+
+class _OnceTanh(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        y = torch.tanh(x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        (y,) = ctx.saved_tensors
+        return g * (1 - y * y)
+
+
+class _OnceModel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 5).to(D64), nn.Linear(5, 3).to(D64)
+
+    def forward(self, x):
+        return self.b(_OnceTanh.apply(self.a(x)))
+
+
+@pytest.mark.parametrize("cls", [HessianOperator, GGNOperator, EmpiricalFisherOperator])
+def test_first_derivative_only_models_are_refused(cls):
+    x, y = data(8)
+    with pytest.raises(ValueError, match=r"can only be differentiated once .*@once_differentiable"):
+        cls(_OnceModel(), CE, (x, y))
+
+
+def test_modules_that_refuse_train_calls_work():
+    class NoTrain(nn.Sequential):
+        def train(self, mode=True):
+            raise NotImplementedError("Calling train() is not supported yet.")
+
+    model = NoTrain(nn.Linear(4, 3)).to(D64)
+    x, y = data(8)
+    H = HessianOperator(model, CE, (x, y))
+    assert H.to_dense().shape == (15, 15)
