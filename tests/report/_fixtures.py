@@ -8,6 +8,7 @@ test-local frozen dataclasses with the same field names otherwise.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import replace
 
@@ -84,6 +85,7 @@ def per_layer() -> PerLayerResult:
                           info=info(matvecs=80))
 
 
+@functools.lru_cache(maxsize=None)  # results are frozen: share them between tests
 def full_analysis(lr: float = 0.05, momentum: float = 0.0) -> AnalysisResult:
     """Every part measured."""
     op = operator()
@@ -103,8 +105,10 @@ def full_analysis(lr: float = 0.05, momentum: float = 0.0) -> AnalysisResult:
     return AnalysisResult(**kw)
 
 
+@functools.lru_cache(maxsize=None)
 def empty_analysis() -> AnalysisResult:
     """Nothing measured but the sizes."""
-    return replace(full_analysis(), top=None, bottom=None, trace=None, density=None, conditioning=None,
-                   sharpness=None, saddle=None, noise=None, gradient_noise=None, per_layer=None, hvp_cost=None,
-                   lr=None, momentum=None, notes=())
+    return AnalysisResult(curvature="hessian", num_params=D, num_samples=256, lr=None, momentum=None, top=None,
+                          bottom=None, trace=None, density=None, conditioning=None, sharpness=None, saddle=None,
+                          noise=None, gradient_noise=None, per_layer=None, hvp_cost=None, notes=(),
+                          info=info(matvecs=0))
