@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from curvlens.io._checkpoint_formats import _first
+from curvlens.operators.model import check_twice_differentiable
 from curvlens.io._state_dict_load import _names
 
 
@@ -38,6 +39,7 @@ def check_double_backward(model: nn.Module, example_inputs: tuple | torch.Tensor
         dot = sum(g.sum() for g in grads if g is not None and g.requires_grad)
         if not isinstance(dot, torch.Tensor):
             return "the first backward produced no graph, so no second derivative can be taken"
+        check_twice_differentiable(grads, "a Hessian-vector product")
         second = torch.autograd.grad(dot, params, allow_unused=True)
     except Exception as e:
         return f"double backward failed: {_first(e)}"
