@@ -170,3 +170,15 @@ def test_errors(tmp_path, kwargs, exc, match):
     with pytest.raises(exc, match=match):
         write_report(args.pop("analysis"), args.pop("out_dir"), **args)
     assert not (tmp_path / "out").exists()
+
+
+def test_report_of_an_analysis_loaded_from_hdf5(tmp_path):
+    from curvlens.io.hdf5 import load_result, save_result
+
+    a = full_analysis()
+    save_result(a, tmp_path / "results.h5")
+    b = load_result(tmp_path / "results.h5")
+    assert headline_rows(b) == headline_rows(a)
+    paths = write_report(b, tmp_path / "out")
+    assert set(paths) == {"html", "density", "sharpness", "per_layer", "noise", "gradient_noise"}
+    assert len(IMG.findall(paths["html"].read_text(encoding="utf-8"))) == 5
