@@ -35,6 +35,9 @@ from curvlens.diagnostics import AnalysisResult, analyze
 # recommendations
 from curvlens.recommend import Recommendation, RecommendationContext, recommend
 
+# reports (matplotlib is imported only when a figure is drawn)
+from curvlens.report import summary_table, write_comparison, write_report
+
 __all__ = [
     "__version__",
     # errors and run metadata
@@ -53,4 +56,6 @@ __all__ = [
     "analyze", "AnalysisResult",
     # recommendations
     "recommend", "Recommendation", "RecommendationContext",
+    # reports
+    "write_report", "summary_table", "write_comparison",
 ]
