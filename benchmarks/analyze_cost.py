@@ -60,11 +60,19 @@ def epoch_gradient_seconds(model, loss_fn, x, y, repeats=3) -> float:
     return best
 
 
+def progress(name: str, t0: float):
+    def cb(stage: str, done: int, total: int) -> None:
+        if done == total == 1:
+            print(f"  {name}: {stage} done at {time.perf_counter() - t0:.1f}s", flush=True)
+    return cb
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--samples", type=int, default=2000)
     ap.add_argument("--models", default="mlp,cnn,transformer")
     ap.add_argument("--budget", type=int, default=None, help="matvecs (default: analyze's default)")
+    ap.add_argument("--verbose", action="store_true", help="print each stage's end time")
     args = ap.parse_args()
     rows = []
     for name in args.models.split(","):
@@ -77,9 +85,14 @@ def main() -> None:
         t0 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            res = analyze(model, loss_fn, (x, y), budget=args.budget, lr=0.1, momentum=0.9, generator=0)
+            res = analyze(model, loss_fn, (x, y), budget=args.budget, lr=0.1, momentum=0.9, generator=0,
+                          callback=progress(name, t0) if args.verbose else None)
         wall = time.perf_counter() - t0
         s = res.summary()
+        stages = {k: getattr(res, k) for k in ("top", "trace", "bottom", "density", "per_layer", "noise",
+                                                 "gradient_noise")}
+        print(f"{name}: " + ", ".join(f"{k} {v.info.wall_time:.1f}s/{v.info.matvecs}mv" for k, v in stages.items()
+                                      if v is not None), flush=True)
         rows.append((name, s["num_params"], s["num_samples"], wall, s["matvecs"], t_grad, wall / t_grad,
                      s["hvp_cost"], s["lambda_max"], res.gradient_noise.method if res.gradient_noise else "-"))
     head = ("model", "params", "N", "analyze s", "matvecs", "epoch grad s", "x epoch grad", "hvp/grad", "lambda_max",

@@ -1,6 +1,6 @@
 """``analyze``: one call that runs the chosen diagnostics within a budget.
 
-Budget splitting. The budget ``M`` (matvecs; default :data:`DEFAULT_BUDGET` = 600) is spent
+Budget splitting. The budget ``M`` (matvecs; default :data:`DEFAULT_BUDGET` = 300) is spent
 stage by stage in this order, each stage receiving its fraction of what is left divided by the
 fractions of the stages still to run (so unused products roll over):
 
@@ -55,7 +55,7 @@ __all__ = ["analyze", "ANALYSES", "DEFAULT_BUDGET", "FRACTIONS", "parse_budget"]
 log = logging.getLogger("curvlens.diagnostics")
 
 ANALYSES = ("conditioning", "sharpness", "saddle", "density", "trace", "noise", "gradient_noise", "per_layer")
-DEFAULT_BUDGET = 600
+DEFAULT_BUDGET = 300
 FRACTIONS = {"top": 0.15, "trace": 0.10, "bottom": 0.15, "density": 0.30, "per_layer": 0.10, "noise": 0.20}
 _OPERATORS = {"hessian": HessianOperator, "ggn": GGNOperator, "fisher": MCFisherOperator}
 _UNITS = {"s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
@@ -149,7 +149,7 @@ def analyze(
         loss_fn, data, params, mode, max_graph_memory: as for the operators.
         curvature: ``"hessian"`` (default), ``"ggn"`` or ``"fisher"`` (Monte-Carlo Fisher).
         which: analyses to run, from :data:`ANALYSES` (default all); ``skip`` removes some.
-        budget: int matvecs (default 600) or a duration string (``"300s"``, ``"2m"``);
+        budget: int matvecs (default 300) or a duration string (``"300s"``, ``"2m"``);
             ``budget_seconds`` for a float number of seconds. Split as in the module docstring.
         lr, momentum: the user's optimizer, for the sharpness analysis (skipped without lr).
         batch_sizes: ladder of the noise study (default: 5 largest powers of two below N).
