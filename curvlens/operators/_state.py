@@ -35,14 +35,17 @@ def preserved_state(model: nn.Module, mode: str, device: torch.device) -> Iterat
       running statistics (``track_running_stats`` is switched off for the forward pass);
     - any other buffer a forward pass changes in place is restored;
     - the global RNG (CPU and the model's CUDA device) is forked, so dropout or other random
-      layers do not advance the user's RNG stream.
+      layers do not advance the user's RNG stream;
+    - attention runs with the math kernel of ``scaled_dot_product_attention``, the only one
+      whose backward can itself be differentiated (flash and memory-efficient kernels raise
+      "derivative ... not implemented" on the second backward).
     """
     flags = [(m, m.training) for m in model.modules()]
     norms = [(m, m.track_running_stats) for m in model.modules() if isinstance(m, _NORM)]
     buffers = [(b, b.detach().clone()) for b in model.buffers()]
     devices = [device] if device.type == "cuda" else []
     try:
-        with torch.random.fork_rng(devices=devices):
+        with torch.random.fork_rng(devices=devices), twice_differentiable_attention():
             for m, _ in flags:  # set flags directly: some modules (torch.export) refuse .train()
                 m.training = mode == "train"
             if mode == "train":
@@ -58,3 +61,12 @@ def preserved_state(model: nn.Module, mode: str, device: torch.device) -> Iterat
             for b, saved in buffers:
                 if b.shape != saved.shape or not torch.equal(b, saved):
                     b.copy_(saved)
+
+
+def twice_differentiable_attention():
+    """Context selecting the math SDPA backend (differentiable twice), where torch has one."""
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+    except ImportError:  # torch < 2.3: nothing to select
+        return contextlib.nullcontext()
+    return sdpa_kernel([SDPBackend.MATH])

@@ -40,20 +40,20 @@ class OutputSpaceOperator(ModelOperator):
                 )
             u = torch.zeros_like(out, requires_grad=True)
             gu = grads([out], self.params, [u], batched=False, create_graph=True)
-        return out, ctx, u, gu, {}
+        return out, ctx, u, gu
 
     def _graph_roots(self, entry) -> list:
         return [t for t in entry[3] if t is not None]
 
     def _apply(self, i: int, entry, V: list[torch.Tensor]) -> list[torch.Tensor]:
-        out, ctx, u, gu, state = entry
+        out, ctx, u, gu = entry
         k = V[0].shape[0]
         idx = [n for n, t in enumerate(gu) if t is not None and t.requires_grad]
         if not idx:
             return [torch.zeros_like(v) for v in V]
-        JV = batched_vjp([gu[n] for n in idx], [u], [V[n] for n in idx], k, state)[0]
+        JV = batched_vjp([gu[n] for n in idx], [u], [V[n] for n in idx], k, self.vjp_state.setdefault("jv", {}))[0]
         MJV = self._output_matvec(i, out, ctx, JV)
-        return batched_vjp([out], self.params, [MJV], k, state)
+        return batched_vjp([out], self.params, [MJV], k, self.vjp_state.setdefault("jt", {}))
 
 
 class GGNOperator(OutputSpaceOperator):

@@ -35,7 +35,6 @@ class HessianOperator(ModelOperator):
         if backend not in ("auto", "double_backward", "fwd_rev"):
             raise ValueError(f"backend: expected 'auto', 'double_backward' or 'fwd_rev', got {backend!r}")
         self.backend = "double_backward" if backend == "auto" else backend
-        self._state: dict = {}
         if self.backend == "fwd_rev":
             kwargs["max_graph_memory"] = 0
         super().__init__(model, loss_fn, data, **kwargs)
@@ -59,7 +58,8 @@ class HessianOperator(ModelOperator):
         k = V[0].shape[0]
         if not idx:  # the gradient does not depend on the parameters: zero curvature
             return [torch.zeros_like(v) for v in V]
-        return batched_vjp([g[n] for n in idx], self.params, [V[n] for n in idx], k, self._state)
+        return batched_vjp([g[n] for n in idx], self.params, [V[n] for n in idx], k,
+                           self.vjp_state.setdefault("hvp", {}))
 
     def _matmat(self, V: torch.Tensor) -> torch.Tensor:
         if self.backend == "fwd_rev":

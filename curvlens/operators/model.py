@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import time
 from typing import Any, Callable
 
 import torch
@@ -134,6 +135,7 @@ class ModelOperator(CurvatureOperator):
             raise ValueError("data: all batches are empty (0 samples); pass at least one sample")
         self.budget = default_graph_memory() if max_graph_memory is None else int(max_graph_memory)
         self._cache: dict[int, Any] = {}
+        self.vjp_state: dict[str, dict] = {}  # per backward kind: batched or loop (see batched_vjp)
         self._prepare()
 
     # ------------------------------------------------------------------ construction
@@ -266,21 +268,46 @@ def grads(outputs, inputs, grad_outputs, *, batched: bool, create_graph: bool = 
 
 
 def batched_vjp(outputs, inputs, grad_outputs, k: int, state: dict) -> list[torch.Tensor]:
-    """Vector-Jacobian products of ``k`` stacked directions, with one batched backward when the
-    graph supports it (``is_grads_batched``), else a loop; the choice is remembered in ``state``."""
-    if k > 1 and state.get("batched", True):
-        try:
-            res = grads(outputs, inputs, grad_outputs, batched=True)
-            return [torch.zeros((k, *p.shape), dtype=p.dtype, device=p.device) if r is None else r
-                    for r, p in zip(res, inputs)]
-        except RuntimeError as e:  # some operations have no batching rule for double backward
-            log.info("batched backward unavailable (%s); falling back to a loop", str(e).splitlines()[0])
-            state["batched"] = False
-    cols = []
-    for j in range(k):
+    """Vector-Jacobian products of ``k`` stacked directions (leading dim ``k``).
+
+    One batched backward (``is_grads_batched``, vmap over the backward graph) is usually
+    faster than ``k`` backwards, but not always: some operations (e.g. convolution backward)
+    have slow batching rules or none. The first call with ``k > 1`` times one direction alone
+    against the others batched and ``state`` remembers the faster way.
+    """
+    mode = state.get("mode")
+    if k == 1 or mode == "loop":
+        return _loop_vjp(outputs, inputs, grad_outputs, range(k))
+    if mode == "batched":
+        return _batched(outputs, inputs, grad_outputs, k, state)
+    t0 = time.perf_counter()
+    first = _loop_vjp(outputs, inputs, grad_outputs, range(1))
+    t1 = time.perf_counter()
+    rest = _batched(outputs, inputs, [g[1:] for g in grad_outputs], k - 1, state)
+    t2 = time.perf_counter()
+    if state.get("mode") != "loop":  # batching worked: keep it only if it is faster per vector
+        state["mode"] = "batched" if (t2 - t1) / (k - 1) < (t1 - t0) else "loop"
+    log.debug("batched backward %.3g s/vector vs loop %.3g s: using %s", (t2 - t1) / (k - 1), t1 - t0, state["mode"])
+    return [torch.cat([a, b]) for a, b in zip(first, rest)]
+
+
+def _batched(outputs, inputs, grad_outputs, k: int, state: dict) -> list[torch.Tensor]:
+    try:
+        res = grads(outputs, inputs, grad_outputs, batched=True)
+    except RuntimeError as e:  # some operations have no batching rule for double backward
+        log.info("batched backward unavailable (%s); falling back to a loop", str(e).splitlines()[0])
+        state["mode"] = "loop"
+        return _loop_vjp(outputs, inputs, grad_outputs, range(k))
+    return [torch.zeros((k, *p.shape), dtype=p.dtype, device=p.device) if r is None else r
+            for r, p in zip(res, inputs)]
+
+
+def _loop_vjp(outputs, inputs, grad_outputs, cols) -> list[torch.Tensor]:
+    out = []
+    for j in cols:
         r = grads(outputs, inputs, [g[j] for g in grad_outputs], batched=False)
-        cols.append([torch.zeros_like(p) if x is None else x for x, p in zip(r, inputs)])
-    return [torch.stack([c[n] for c in cols]) for n in range(len(inputs))]
+        out.append([torch.zeros_like(p) if x is None else x for x, p in zip(r, inputs)])
+    return [torch.stack([c[n] for c in out]) for n in range(len(inputs))]
 
 
 def check_twice_differentiable(tensors, who: str) -> None:

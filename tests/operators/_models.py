@@ -134,3 +134,18 @@ def dense_ef(model, x, y, crit, reduction="mean"):
         rows.append(torch.func.grad(g)(flat0))
     G = torch.stack(rows)
     return G.T @ G / (len(x) if reduction == "mean" else 1.0)
+
+
+def dense_hessian_autograd(model, loss_of_call):
+    """Exact Hessian by ``torch.autograd.functional.hessian`` (reverse-over-reverse).
+
+    Needed where ``torch.func.hessian`` (forward-over-reverse through functorch) is itself wrong:
+    nn.TransformerEncoderLayer takes its inference fast path under functorch transforms, and
+    batch_norm's forward-mode derivative in training mode disagrees on torch 2.13.
+    """
+    names = [n for n, _ in model.named_parameters()]
+    ps = tuple(p.detach() for _, p in model.named_parameters())
+    Hs = torch.autograd.functional.hessian(
+        lambda *pp: loss_of_call(lambda *a, **kw: functional_call(model, dict(zip(names, pp)), a, kw)), ps)
+    return torch.cat([torch.cat([Hs[i][j].reshape(ps[i].numel(), ps[j].numel()) for j in range(len(ps))], 1)
+                      for i in range(len(ps))], 0)

@@ -7,7 +7,8 @@ from torch import nn
 from curvlens.operators import EmpiricalFisherOperator, GGNOperator, HessianOperator, MCFisherOperator
 
 from ._models import (
-    D64, DictModel, Tied, Unused, bn_model, cnn, data, dense_ef, dense_ggn, dense_hessian, dict_loss,
+    D64, DictModel, Tied, Unused, bn_model, cnn, data, dense_ef, dense_ggn, dense_hessian, dense_hessian_autograd,
+    dict_loss,
     image_data, mlp,
 )
 
@@ -266,3 +267,35 @@ def test_to_scipy_and_counter():
     assert H.num_matvecs == 2
     H.matmat(torch.zeros(H.dim, 3, dtype=D64))
     assert H.num_matvecs == 5
+
+
+class _TinyTransformer(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(6)
+        self.inp = nn.Linear(3, 8)
+        self.block = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True)
+        self.head = nn.Linear(8, 3)
+        self.to(D64)
+
+    def forward(self, x):
+        return self.head(self.block(self.inp(x)).mean(dim=1))
+
+
+@pytest.mark.parametrize("cls", [HessianOperator, GGNOperator])
+def test_transformer_block_attention_is_twice_differentiable(cls):
+    """scaled_dot_product_attention's fused CPU kernel has no double backward: operators must
+    select the math kernel themselves (the reference does the same explicitly)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    model = _TinyTransformer().eval()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(5, 4, 3, generator=g, dtype=D64)
+    y = torch.randint(0, 3, (5,), generator=g)
+    op = cls(model, CE, (x, y))
+    with sdpa_kernel([SDPBackend.MATH]):
+        if cls is HessianOperator:  # torch.func.hessian takes the layer's fast path: use autograd
+            ref = dense_hessian_autograd(model, lambda call: CE(call(x), y))
+        else:
+            ref = dense_ggn(model, x, y, CE)
+    close(op.to_dense(), ref, 1e-9)
