@@ -40,13 +40,16 @@ def curvlens_rows(model, loss, data, D, g):
         ("curvlens G·v (graphs kept)", lambda: GGNOperator(model, loss, data), v),
         ("curvlens G·V k=8, per vector", lambda: GGNOperator(model, loss, data), V),
     ]:
-        t0 = time.perf_counter()
-        op = make()
-        setup = time.perf_counter() - t0
-        k = 1 if arg.ndim == 1 else arg.shape[1]
-        t = timeit(lambda: op @ arg, repeat=3) / k
-        rows.append((label, t, peak_mib(lambda: op @ arg), setup))
-        del op
+        try:
+            t0 = time.perf_counter()
+            op = make()
+            setup = time.perf_counter() - t0
+            k = 1 if arg.ndim == 1 else arg.shape[1]
+            t = timeit(lambda: op @ arg, repeat=3) / k
+            rows.append((label, t, peak_mib(lambda: op @ arg), setup))
+            del op
+        except Exception as e:  # noqa: BLE001 - recorded in the table, never hidden
+            rows.append((label, float("nan"), float("nan"), f"failed: {type(e).__name__}: {str(e)[:60]}"))
     return rows
 
 

@@ -4,9 +4,13 @@ For each batch size ``B`` of a ladder, ``num_draws`` independent minibatches of 
 samples are drawn with the generator; on each, the minibatch operator ``A_B`` gives
 
 * ``"lambda_max"``: its top eigenvalue (:func:`~curvlens.linalg.top_eigenpairs`),
-* ``"trace"``: its trace (Hutchinson; exact with ``D`` unit-vector products when
-  ``D <= trace_probes``); the Hutchinson variance ``stderr^2`` is subtracted from the spread
-  across draws, so the reported spread is that of the minibatch, not of the probes,
+* ``"trace"``: its trace (exact with ``D`` unit-vector products when ``D <= trace_probes``),
+  else Hutchinson with *common probes* ``Z`` used for every minibatch and, when the full-data
+  operator is given, as a control variate: ``tr(A) + mean_i z_i^T (A_B - A) z_i``. The probe
+  error then scales with ``||A_B - A||_F`` (small) instead of ``||A_B||_F``, and its estimated
+  variance is subtracted from the spread across draws (unbiased); where the difference is not
+  clearly positive (the spread is within the probe error), the raw spread is kept as an upper
+  bound, with a note, instead of a false zero,
 * ``"directional"``: ``u^T A_B u`` along the full-data top eigenvector ``u`` (one product).
 
 The spread across draws gives ``std(B)`` and the relative standard error of a single-minibatch
@@ -38,7 +42,7 @@ import torch
 
 from curvlens._rng import resolve_generator
 from curvlens.diagnostics._checks import check_callback, check_float, check_int
-from curvlens.estimators import hutchinson_trace
+from curvlens.estimators import probe_vectors
 from curvlens.linalg import top_eigenpairs
 from curvlens.results import RunInfo, register_result
 
@@ -139,6 +143,28 @@ def _exact_trace(op) -> float:
     return float(torch.diagonal(op.matmat(eye)).double().sum())
 
 
+def _common_probes(op, full_operator, k: int, gen: torch.Generator):
+    """Rademacher probes shared by every minibatch, and the full operator's products with
+    them when it is given (``k`` full-data products)."""
+    Z = probe_vectors(op.dim, k, kind="rademacher", dtype=op.dtype, device=op.device, generator=gen)
+    if full_operator is None:
+        return Z, None, 0
+    return Z, full_operator.matmat(Z), k
+
+
+def _probe_trace(op, Z: torch.Tensor, AZ: torch.Tensor | None, full_trace: float | None) -> tuple[float, float]:
+    """Minibatch trace from the common probes: a control variate ``tr(A) + mean z^T (A_B - A) z``
+    when ``A Z`` and ``tr(A)`` are known (error ~ ||A_B - A||_F), plain Hutchinson otherwise.
+    Returns (estimate, estimated variance of its probe error)."""
+    q = (Z * op.matmat(Z)).sum(dim=0).double()
+    base = 0.0
+    if AZ is not None and full_trace is not None:
+        q = q - (Z * AZ).sum(dim=0).double()
+        base = float(full_trace)
+    k = q.numel()
+    return base + float(q.mean()), (float(q.var(unbiased=True)) / k if k > 1 else 0.0)
+
+
 def curvature_noise(
     make_operator: Callable[[torch.Tensor], object],
     num_samples: int,
@@ -152,6 +178,7 @@ def curvature_noise(
     trace_probes: int = 8,
     eig_max_matvecs: int = 40,
     eig_rtol: float = 1e-3,
+    full_operator: object | None = None,
     max_matvecs: float | None = None,
     deadline: float | None = None,
     generator: torch.Generator | int | None = None,
@@ -172,6 +199,8 @@ def curvature_noise(
         target_rstderr: target relative standard error for ``critical_batch`` (default 10%).
         trace_probes: Hutchinson probes per minibatch trace.
         eig_max_matvecs, eig_rtol: budget and tolerance of each minibatch top eigenvalue.
+        full_operator: the full-data operator; its products with the common trace probes
+            (``trace_probes`` products, counted) make the minibatch traces control variates.
         max_matvecs: budget in full-data product equivalents; draws, then the largest rungs,
             are cut (with a note) to fit.
         deadline: a ``time.perf_counter()`` value after which no new rung is started.
@@ -238,9 +267,10 @@ def curvature_noise(
             ladder = []
     Q, nb = len(qs), len(ladder)
     vals = np.full((Q, nb, num_draws), np.nan)
-    probe_var = np.zeros((Q, nb))
+    probe_var = np.zeros((Q, nb))  # mean estimated probe-error variance of the trace, per rung
     spent, unconverged, measured = 0.0, 0, []
     u = None if direction is None else direction.reshape(-1)
+    Z = AZ = None  # common trace probes, drawn at the first minibatch
     for j, B in enumerate(ladder):
         if deadline is not None and time.perf_counter() > deadline:
             notes.append(f"time budget: rungs from B={B} on not measured")
@@ -260,9 +290,11 @@ def curvature_noise(
                     if op.dim <= trace_probes:
                         vals[qi, j, d] = _exact_trace(op)
                     else:
-                        t = hutchinson_trace(op, trace_probes, generator=gen)
-                        vals[qi, j, d] = t.estimate
-                        probe_var[qi, j] += t.stderr ** 2 / num_draws
+                        if Z is None:
+                            Z, AZ, extra = _common_probes(op, full_operator, trace_probes, gen)
+                            spent += extra
+                        vals[qi, j, d], err = _probe_trace(op, Z, AZ, full_values.get("trace"))
+                        probe_var[qi, j] += err / num_draws
                 else:
                     v = u.to(dtype=op.dtype, device=op.device)
                     vals[qi, j, d] = float((v.double() @ op.matvec(v).double()) / (v.double() @ v.double()))
@@ -277,7 +309,13 @@ def curvature_noise(
                      "(their error adds to the spread; raise eig_max_matvecs)")
     means = vals.mean(axis=2) if vals.size else np.zeros((Q, len(ladder)))
     if num_draws >= 2 and vals.size:
-        var = np.maximum(vals.var(axis=2, ddof=1) - probe_var, 0.0)
+        raw = vals.var(axis=2, ddof=1)
+        var = raw - probe_var  # unbiased: E[raw] = minibatch variance + probe-error variance
+        low = (var <= 0.1 * raw) & (probe_var > 0)
+        if np.any(low):
+            notes.append("trace: at some batch sizes the minibatch spread is within the probe error; "
+                         "the raw spread (an upper bound) is reported there (raise trace_probes)")
+        var = np.where(low, raw, var)
     else:
         var = np.full((Q, len(ladder)), np.nan)
     full = np.array([float(full_values[q]) for q in qs], dtype=np.float64)
