@@ -1,10 +1,9 @@
 """The recommender on real small problems, with measured (not synthetic) curvature.
 
-``curvlens.diagnostics.analyze`` is not available yet, so the summary dict is built here from
-exact dense quantities in float64: the Hessian by ``torch.func.hessian`` (cross-checked against
-the closed form), the curvature noise study from exact Hessians of random minibatches, and the
-gradient noise scale tr(Sigma)/|G|^2 from per-sample gradients (McCandlish et al. 2018).
-TODO(lead): switch these to ``analyze(...).summary()`` when it lands.
+Two routes to the summary: exact dense quantities in float64 (the Hessian by
+``torch.func.hessian``, cross-checked against the closed form; the noise study from exact
+Hessians of random minibatches; the gradient noise scale from per-sample gradients, McCandlish
+et al. 2018), and the real pipeline, ``analyze(...).summary()`` on the same problems.
 """
 
 from __future__ import annotations
@@ -86,3 +85,45 @@ def test_well_conditioned_small_batch_classifier_gets_a_first_order_recommendati
     assert any("(well-conditioned)" in r for r in rec.top.reasons)
     lr = next(c for c in rec.candidates if c.optimizer == "sgd_momentum").hyperparameters["lr"]
     assert np.isclose(lr, 0.5 * 3.8 / summary["lambda_max"])
+
+
+def _analyzed(model, loss_fn, data, **kw):
+    from curvlens.diagnostics import analyze
+
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # small budgets may leave a minibatch estimate uncertified
+        return analyze(model, loss_fn, data, generator=0, **kw).summary()
+
+
+def test_measured_ill_conditioned_least_squares_gets_a_curvature_aware_recommendation():
+    gen = torch.Generator().manual_seed(0)
+    n, d = 200, 8
+    X = torch.randn(n, d, generator=gen, dtype=DT) * torch.logspace(0, -3, d, dtype=DT)
+    y = (X @ torch.randn(d, generator=gen, dtype=DT)).unsqueeze(1) + 0.01 * torch.randn(n, 1, generator=gen, dtype=DT)
+    model = torch.nn.Linear(d, 1, bias=False).to(DT)
+    summary = _analyzed(model, torch.nn.MSELoss(), (X, y), budget=400)
+    exact = np.linalg.eigvalsh((2 * X.T @ X / n).numpy())
+    assert np.isclose(summary["lambda_max"], exact[-1], rtol=1e-3)
+    assert summary["condition_number"] is not None and summary["condition_number"] > 1e5
+    rec = recommend(summary, RecommendationContext(batch_size=n, memory_bytes="1GB", phase="mid"))
+    assert rec.top.optimizer in CURVATURE_AWARE, rec.to_text()
+    assert any("(ill-conditioned)" in r for r in rec.top.reasons)
+
+
+def test_measured_well_conditioned_small_batch_classifier_gets_a_first_order_recommendation():
+    gen = torch.Generator().manual_seed(1)
+    n, d = 256, 5
+    X = torch.randn(n, d, generator=gen, dtype=DT)
+    t = (X @ torch.randn(d, generator=gen, dtype=DT) + 0.5 * torch.randn(n, generator=gen, dtype=DT) > 0).to(DT)
+    model = torch.nn.Linear(d, 1).to(DT)
+    with torch.no_grad():
+        model.weight.copy_(0.1 * torch.randn(1, d, generator=gen, dtype=DT))
+        model.bias.zero_()
+    summary = _analyzed(model, torch.nn.BCEWithLogitsLoss(), (X, t.unsqueeze(1)), budget=400, lr=0.5, momentum=0.9)
+    assert summary["condition_number"] is not None and summary["condition_number"] < 1e2
+    rec = recommend(summary, RecommendationContext(batch_size=16, lr=0.5, momentum=0.9, memory_bytes="1GB",
+                                                   phase="early", layer_types="linear"))
+    assert rec.top.optimizer in FIRST_ORDER, rec.to_text()
+    assert any("(well-conditioned)" in r for r in rec.top.reasons)
