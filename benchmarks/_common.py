@@ -67,7 +67,7 @@ def num_params(model) -> int:
 
 # ---------------------------------------------------------------------- measuring
 def timeit(fn: Callable[[], object], repeat: int = 5, warmup: int = 1) -> float:
-    """Median wall time of ``fn`` in seconds."""
+    """Best (minimum) wall time of ``fn`` over ``repeat`` runs, in seconds."""
     for _ in range(warmup):
         fn()
     ts = []
@@ -75,7 +75,7 @@ def timeit(fn: Callable[[], object], repeat: int = 5, warmup: int = 1) -> float:
         t = time.perf_counter()
         fn()
         ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
+    return min(ts)
 
 
 def _rss_kib(field: str) -> int:

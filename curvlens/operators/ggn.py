@@ -45,15 +45,21 @@ class OutputSpaceOperator(ModelOperator):
     def _graph_roots(self, entry) -> list:
         return [t for t in entry[3] if t is not None]
 
-    def _apply(self, i: int, entry, V: list[torch.Tensor]) -> list[torch.Tensor]:
-        out, ctx, u, gu = entry
+    def _apply_many(self, items: list, V: list[torch.Tensor]) -> list[torch.Tensor]:
         k = V[0].shape[0]
-        idx = [n for n, t in enumerate(gu) if t is not None and t.requires_grad]
-        if not idx:
+        roots, gos, us, live = [], [], [], []
+        for i, (out, ctx, u, gu) in items:
+            idx = [n for n, t in enumerate(gu) if t is not None and t.requires_grad]
+            if idx:
+                roots += [gu[n] for n in idx]
+                gos += [V[n] for n in idx]
+                us.append(u)
+                live.append((i, out, ctx))
+        if not live:
             return [torch.zeros_like(v) for v in V]
-        JV = batched_vjp([gu[n] for n in idx], [u], [V[n] for n in idx], k, self.vjp_state.setdefault("jv", {}))[0]
-        MJV = self._output_matvec(i, out, ctx, JV)
-        return batched_vjp([out], self.params, [MJV], k, self.vjp_state.setdefault("jt", {}))
+        JVs = batched_vjp(roots, us, gos, k, self.vjp_state.setdefault("jv", {}))  # J_b V for every batch
+        MJVs = [self._output_matvec(i, out, ctx, JV) for (i, out, ctx), JV in zip(live, JVs)]
+        return batched_vjp([out for _, out, _ in live], self.params, MJVs, k, self.vjp_state.setdefault("jt", {}))
 
 
 class GGNOperator(OutputSpaceOperator):

@@ -53,13 +53,16 @@ class HessianOperator(ModelOperator):
     def _graph_roots(self, g: list) -> list:
         return [t for t in g if t is not None]
 
-    def _apply(self, i: int, g: list, V: list[torch.Tensor]) -> list[torch.Tensor]:
-        idx = [n for n, t in enumerate(g) if t is not None and t.requires_grad]
-        k = V[0].shape[0]
-        if not idx:  # the gradient does not depend on the parameters: zero curvature
+    def _apply_many(self, items: list, V: list[torch.Tensor]) -> list[torch.Tensor]:
+        outs, gos = [], []
+        for _, g in items:
+            for t, v in zip(g, V):
+                if t is not None and t.requires_grad:
+                    outs.append(t)
+                    gos.append(v)
+        if not outs:  # the gradient does not depend on the parameters: zero curvature
             return [torch.zeros_like(v) for v in V]
-        return batched_vjp([g[n] for n in idx], self.params, [V[n] for n in idx], k,
-                           self.vjp_state.setdefault("hvp", {}))
+        return batched_vjp(outs, self.params, gos, V[0].shape[0], self.vjp_state.setdefault("hvp", {}))
 
     def _matmat(self, V: torch.Tensor) -> torch.Tensor:
         if self.backend == "fwd_rev":

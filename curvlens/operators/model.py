@@ -204,15 +204,16 @@ class ModelOperator(CurvatureOperator):
         return loss.reshape(())
 
     def _build(self, i: int) -> Any:
-        """Differentiable state of batch ``i`` needed by :meth:`_apply` (subclasses)."""
+        """Differentiable state of batch ``i`` needed by :meth:`_apply_many` (subclasses)."""
         raise NotImplementedError
 
     def _graph_roots(self, entry: Any) -> list:
         """Tensors of :meth:`_build`'s entry whose graphs later products differentiate."""
         raise NotImplementedError
 
-    def _apply(self, i: int, entry: Any, V: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Batch ``i``'s weighted contribution to ``A V`` for parameter-shaped ``(k, *shape)`` V."""
+    def _apply_many(self, items: list[tuple[int, Any]], V: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Sum over ``(i, entry)`` items of batch ``i``'s weighted contribution to ``A V``, for
+        parameter-shaped ``(k, *shape)`` directions ``V`` (subclasses; one backward call)."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ products
@@ -223,13 +224,13 @@ class ModelOperator(CurvatureOperator):
             n = p.numel()
             Vp.append(V[start : start + n].T.reshape(k, *p.shape))
             start += n
-        acc = None
+        # all kept graphs in one backward call (autograd accumulates), then streamed batches
+        cached = [(i, e) for i, e in sorted(self._cache.items())]
+        acc = self._apply_many(cached, Vp) if cached else None
         for i in range(len(self.batches)):
-            entry = self._cache.get(i)
-            if entry is None:
-                entry = self._build(i)
-            part = self._apply(i, entry, Vp)
-            acc = part if acc is None else [a + b for a, b in zip(acc, part)]
+            if i not in self._cache:
+                part = self._apply_many([(i, self._build(i))], Vp)
+                acc = part if acc is None else [a.add_(b) for a, b in zip(acc, part)]
         out = torch.cat([a.reshape(k, -1) for a in acc], dim=1).T
         if not bool(torch.isfinite(out).all()):
             raise NonFiniteLossError(
@@ -303,6 +304,10 @@ def _batched(outputs, inputs, grad_outputs, k: int, state: dict) -> list[torch.T
 
 
 def _loop_vjp(outputs, inputs, grad_outputs, cols) -> list[torch.Tensor]:
+    cols = list(cols)
+    if len(cols) == 1:  # no copy for a single direction
+        r = grads(outputs, inputs, [g[cols[0]] for g in grad_outputs], batched=False)
+        return [(torch.zeros_like(p) if x is None else x).unsqueeze(0) for x, p in zip(r, inputs)]
     out = []
     for j in cols:
         r = grads(outputs, inputs, [g[j] for g in grad_outputs], batched=False)
