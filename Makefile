@@ -30,6 +30,8 @@ bench-deps: venv
 
 bench: bench-deps
 	$(BIN)/python benchmarks/hvp_cost.py
+	$(BIN)/python benchmarks/spectral.py
+	$(BIN)/python benchmarks/analyze_cost.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
