@@ -182,6 +182,17 @@ def test_safetensors_inspect_without_package_and_load_message(tmp_path, ref, mon
         load_checkpoint(path, model=make_model)
 
 
+def test_safetensors_load_with_the_package(tmp_path, ref):
+    from safetensors.torch import save_file  # in the test extra
+
+    path = tmp_path / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(path))
+    assert inspect_checkpoint(path).format == "safetensors"
+    loaded = load_checkpoint(path, model=make_model(seed=5))  # different init: weights must come from the file
+    for (n, a), (_, b) in zip(ref.state_dict().items(), loaded.model.state_dict().items()):
+        assert torch.equal(a, b), n
+
+
 class OnceDifferentiableSquare(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x):
