@@ -68,12 +68,12 @@ def sniff_format(path: str | os.PathLike) -> str:
             f"{str(p)!r} is an HDF5 file, not a model checkpoint (a curvlens result or a data file? "
             "pass data with --data)"
         )
-    if head[:1] == b"\x80":
-        return "torch_legacy"
-    if size >= 10:
+    if size >= 10:  # before the pickle check: a header length of 128..255 bytes starts with 0x80 too
         n = int.from_bytes(head[:8], "little")
         if 2 <= n <= size - 8 and head[8:9] == b"{":
             return "safetensors"
+    if head[:1] == b"\x80":
+        return "torch_legacy"
     raise CheckpointError(
         f"{str(p)!r} is not a checkpoint: expected a torch.save file, a TorchScript or torch.export "
         f"archive, or a .safetensors file, but it starts with {head[:8]!r}"
