@@ -28,7 +28,7 @@ QUICK = ("--budget", "120", "--only", "conditioning,trace", "--seed", "0", "-q")
 
 
 def _safetensors_bytes(sd: dict[str, torch.Tensor]) -> bytes:
-    """A valid .safetensors file written by hand (the package is not installed here)."""
+    """A valid .safetensors file written by hand (independent of the optional package)."""
     import json
 
     header, blobs, offset = {}, [], 0

@@ -110,6 +110,7 @@ def test_version(run_cli):
     ("scripted.pt", ("--model", MODEL_FILE_SPEC), "model= ignored: the torchscript archive"),
     ("program.pt2", (), None),
     ("whole.pt", ("--trust-checkpoint",), "unpickled with weights_only=False (trusted)"),
+    ("weights.safetensors", ("--model", MODEL_FILE_SPEC), None),  # safetensors is in the test extra
 ])
 def test_checkpoint_formats_give_the_exact_curvature(run_cli, files, reference, tmp_path, ckpt, extra, note):
     out = tmp_path / "out"
