@@ -54,11 +54,20 @@ def _random_block(D, r, dtype, device, generator) -> torch.Tensor:
 
 
 def _orth_against(X: torch.Tensor, V: torch.Tensor | None) -> torch.Tensor:
+    """Classical Gram-Schmidt of the columns of ``X`` against orthonormal ``V``, with a second
+    pass only when a column lost more than ~30% of its norm (the DGKS criterion: Daniel,
+    Gragg, Kaufman & Stewart 1976), which is when the first pass can leave components along V.
+    A pass reads the whole basis (memory-bound for large D), so skipping it halves the cost."""
     if V is None or V.shape[1] == 0:
         return X
-    for _ in range(2):
+    before = torch.linalg.vector_norm(X, dim=0)
+    X = X - V @ (V.T @ X)
+    if bool((torch.linalg.vector_norm(X, dim=0) < DGKS_ETA * before).any()):
         X = X - V @ (V.T @ X)
     return X
+
+
+DGKS_ETA = 1 / 2**0.5  # second Gram-Schmidt pass when ||x_after|| < eta ||x_before||
 
 
 def _orthonormalize(R, V, norm_scale, generator, *, fill_to: int, room: int):
@@ -73,11 +82,17 @@ def _orthonormalize(R, V, norm_scale, generator, *, fill_to: int, room: int):
     cols: list[torch.Tensor] = []
     R = _orth_against(R, V)
 
-    def accept(x, tol):
+    def accept(x, tol, against_v: bool):
+        # R's columns were already orthogonalized against V twice ("twice is enough"), and
+        # removing components along ``cols`` (orthogonal to V) keeps them so: the expensive
+        # pass over the whole basis V is repeated only for new random fills, or when the norm
+        # collapsed (DGKS criterion), which signals cancellation.
+        before = float(torch.linalg.vector_norm(x))
         Pm = torch.stack(cols, 1) if cols else None
         x = _orth_against(x.reshape(D, 1), Pm).reshape(D)
-        if V is not None:
+        if V is not None and (against_v or float(torch.linalg.vector_norm(x)) < 0.5 * before):
             x = _orth_against(x.reshape(D, 1), V).reshape(D)
+            x = _orth_against(x.reshape(D, 1), Pm).reshape(D)
         nrm = float(torch.linalg.vector_norm(x))
         if nrm > tol and np.isfinite(nrm):
             cols.append(x / nrm)
@@ -87,14 +102,14 @@ def _orthonormalize(R, V, norm_scale, generator, *, fill_to: int, room: int):
     for j in range(R.shape[1]):
         if len(cols) >= room:
             break
-        accept(R[:, j], drop_tol)
+        accept(R[:, j], drop_tol, against_v=False)
     fills = 0
     tries = 0
     while len(cols) < min(fill_to, room) and tries < 3 * fill_to:
         tries += 1
         x = _random_block(D, 1, dtype, device, generator).reshape(D)
         x = x / torch.linalg.vector_norm(x)
-        if accept(x, float(np.sqrt(eps))):
+        if accept(x, float(np.sqrt(eps)), against_v=True):
             fills += 1
     if not cols:
         return torch.empty(D, 0, dtype=dtype, device=device), fills
