@@ -219,10 +219,11 @@ class ModelOperator(CurvatureOperator):
     # ------------------------------------------------------------------ products
     def _matmat(self, V: torch.Tensor) -> torch.Tensor:
         k = V.shape[1]
+        Vt = V.T.contiguous()  # (k, D): every direction's slice of a parameter is contiguous
         Vp, start = [], 0
         for p in self.params:
             n = p.numel()
-            Vp.append(V[start : start + n].T.reshape(k, *p.shape))
+            Vp.append(Vt[:, start : start + n].reshape(k, *p.shape))
             start += n
         # all kept graphs in one backward call (autograd accumulates), then streamed batches
         cached = [(i, e) for i, e in sorted(self._cache.items())]
@@ -273,8 +274,8 @@ def batched_vjp(outputs, inputs, grad_outputs, k: int, state: dict) -> list[torc
 
     One batched backward (``is_grads_batched``, vmap over the backward graph) is usually
     faster than ``k`` backwards, but not always: some operations (e.g. convolution backward)
-    have slow batching rules or none. The first call with ``k > 1`` times one direction alone
-    against the others batched and ``state`` remembers the faster way.
+    have slow batching rules or none. The first few calls with ``k > 1`` time one direction
+    alone against the others batched; then ``state`` keeps the faster way.
     """
     mode = state.get("mode")
     if k == 1 or mode == "loop":
@@ -287,9 +288,17 @@ def batched_vjp(outputs, inputs, grad_outputs, k: int, state: dict) -> list[torc
     rest = _batched(outputs, inputs, [g[1:] for g in grad_outputs], k - 1, state)
     t2 = time.perf_counter()
     if state.get("mode") != "loop":  # batching worked: keep it only if it is faster per vector
-        state["mode"] = "batched" if (t2 - t1) / (k - 1) < (t1 - t0) else "loop"
-    log.debug("batched backward %.3g s/vector vs loop %.3g s: using %s", (t2 - t1) / (k - 1), t1 - t0, state["mode"])
+        loop_t, batch_t = state.setdefault("loop_s", []), state.setdefault("batched_s", [])
+        loop_t.append(t1 - t0)
+        batch_t.append((t2 - t1) / (k - 1))
+        if len(loop_t) >= DECIDE_AFTER:  # best of a few calls: first calls pay warm-up costs
+            state["mode"] = "batched" if min(batch_t) < min(loop_t) else "loop"
+            log.debug("batched backward %.3g s/vector vs loop %.3g s: using %s", min(batch_t), min(loop_t),
+                      state["mode"])
     return [torch.cat([a, b]) for a, b in zip(first, rest)]
+
+
+DECIDE_AFTER = 3  # matmat calls timed before choosing batched or looped backward
 
 
 def _batched(outputs, inputs, grad_outputs, k: int, state: dict) -> list[torch.Tensor]:
