@@ -73,7 +73,9 @@ class GGNOperator(OutputSpaceOperator):
 
     Example:
         >>> model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
-        >>> x, y = torch.randn(8, 3, dtype=torch.float64), torch.randint(0, 2, (8,))
+        >>> g = torch.Generator().manual_seed(0)
+        >>> x = torch.randn(8, 3, generator=g, dtype=torch.float64)
+        >>> y = torch.randint(0, 2, (8,), generator=g)
         >>> G = GGNOperator(model, nn.CrossEntropyLoss(), (x, y))
         >>> bool(torch.linalg.eigvalsh(G.to_dense()).min() > -1e-12)
         True

@@ -23,7 +23,9 @@ class HessianOperator(ModelOperator):
 
     Example:
         >>> model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
-        >>> x, y = torch.randn(8, 3, dtype=torch.float64), torch.randint(0, 2, (8,))
+        >>> g = torch.Generator().manual_seed(0)
+        >>> x = torch.randn(8, 3, generator=g, dtype=torch.float64)
+        >>> y = torch.randint(0, 2, (8,), generator=g)
         >>> H = HessianOperator(model, nn.CrossEntropyLoss(), (x, y))
         >>> H.to_dense().shape
         torch.Size([26, 26])

@@ -66,9 +66,9 @@ def comparison_table(analyses: Sequence[Any], labels: Sequence[str] | None = Non
     """Plain-text side-by-side table of the headline numbers (with uncertainties).
 
     Example:
-        >>> print(comparison_table([{"lambda_max": 3.0}, {"lambda_max": 5.0}], ["a", "b"]))
-        quantity                 a  b
-        largest eigenvalue λmax  3  5
+        >>> from curvlens.io import load_result
+        >>> runs = [load_result(p) for p in ("run/epoch1/results.h5", "run/epoch9/results.h5")]  # doctest: +SKIP
+        >>> print(comparison_table(runs, ["epoch 1", "epoch 9"]))  # doctest: +SKIP
     """
     header, rows = comparison_rows(analyses, labels)
     table = [header, *rows]

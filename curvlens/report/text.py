@@ -101,7 +101,8 @@ def summary_table(analysis: Any, *, show_missing: bool = True) -> str:
         >>> print(summary_table({"curvature": "hessian", "lambda_max": 12.3}))  # doctest: +ELLIPSIS
         curvlens analysis
         ...
-          largest eigenvalue λmax  12.3...
+          largest eigenvalue λmax           12.3
+        ...
     """
     rows = [r for r in headline_rows(analysis) if show_missing or r[2] != NOT_MEASURED]
     width = max((len(r[1]) for r in rows), default=0)
