@@ -65,10 +65,11 @@ def comparison_rows(analyses: Sequence[Any], labels: Sequence[str] | None = None
 def comparison_table(analyses: Sequence[Any], labels: Sequence[str] | None = None) -> str:
     """Plain-text side-by-side table of the headline numbers (with uncertainties).
 
-    Example:
-        >>> from curvlens.io import load_result
-        >>> runs = [load_result(p) for p in ("run/epoch1/results.h5", "run/epoch9/results.h5")]  # doctest: +SKIP
-        >>> print(comparison_table(runs, ["epoch 1", "epoch 9"]))  # doctest: +SKIP
+    Example::
+
+        from curvlens.io import load_result
+        runs = [load_result(p) for p in ("run/epoch1/results.h5", "run/epoch9/results.h5")]
+        print(comparison_table(runs, ["epoch 1", "epoch 9"]))
     """
     header, rows = comparison_rows(analyses, labels)
     table = [header, *rows]

@@ -66,9 +66,10 @@ def figure_density(analysis: Any, *, floor: float = 1e-7) -> Any:
     Returns:
         A Figure, or None when no density was measured.
 
-    Example:
-        >>> fig = figure_density(analysis)  # doctest: +SKIP
-        >>> fig.savefig("density.png")  # doctest: +SKIP
+    Example::
+
+        fig = figure_density(analysis)
+        fig.savefig("density.png")
     """
     dens = _density_part(analysis)
     grid, d = as_array(part(dens, "grid")), as_array(part(dens, "density"))

@@ -153,10 +153,10 @@ def write_report(analysis: Any, out_dir: str | os.PathLike, *, recommendation: A
         TypeError: ``analysis``, ``recommendation``, ``title`` or ``out_dir`` has a wrong type.
         NotADirectoryError: ``out_dir`` exists and is not a folder.
 
-    Example:
-        >>> paths = write_report(analysis, "runs/ckpt10", recommendation=rec)  # doctest: +SKIP
-        >>> sorted(paths)  # doctest: +SKIP
-        ['density', 'html', 'sharpness']
+    Example (``analysis`` from :func:`curvlens.analyze`)::
+
+        paths = write_report(analysis, "runs/ckpt10", recommendation=rec)
+        sorted(paths)  # ['density', 'html', 'sharpness']
     """
     _check_inputs(analysis, recommendation, title)
     out = _prepare_dir(out_dir)
