@@ -63,9 +63,8 @@ def make_spirals(
         + 2 * math.pi * targets.to(torch.float64) / num_classes
     )
     points = torch.stack([radius * torch.cos(angle), radius * torch.sin(angle)], dim=1) * 1.5
-    points = points + noise * radius[:, None] * torch.randn(
-        num_samples, 2, generator=generator, dtype=torch.float64
-    )
+    jitter = torch.randn(num_samples, 2, generator=generator, dtype=torch.float64)
+    points = points + noise * radius[:, None] * jitter
     order = torch.randperm(num_samples, generator=generator)
     return points[order].to(dtype), targets[order].to(torch.int64)
 

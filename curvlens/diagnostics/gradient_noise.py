@@ -36,7 +36,7 @@ from curvlens.diagnostics._subsets import indexable
 from curvlens.operators._data import collect_batches, to_device
 from curvlens.operators._params import select_params
 from curvlens.operators._state import preserved_state
-from curvlens.operators.model import _loss_form, call_model
+from curvlens.operators.model import resolve_loss_form, call_model
 from curvlens.results import RunInfo, register_result
 
 __all__ = ["GradientNoiseResult", "gradient_noise_scale"]
@@ -152,7 +152,7 @@ def gradient_noise_scale(
         raise ValueError(f"method: expected 'auto', 'per_sample' or 'two_batch', got {method!r}; use method='auto'")
     chunk = check_int(chunk_size, "chunk_size", low=1, fix="it is the number of samples per vmap call")
     num_small = check_int(num_small, "num_small", low=2, fix="use num_small=8")
-    form = _loss_form(loss_fn, "auto")
+    form = resolve_loss_form(loss_fn, "auto")
     names, plist = select_params(model, params)
     wrap = _LossOf(model, loss_fn, form)
     device, dtype = plist[0].device, plist[0].dtype

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from curvlens.operators._losses import LossSpec, identify_loss
-from curvlens.operators.model import ModelOperator, _loss_form, batched_vjp, call_model, grads
+from curvlens.operators.model import ModelOperator, resolve_loss_form, batched_vjp, call_model, grads
 
 
 class OutputSpaceOperator(ModelOperator):
@@ -92,7 +92,7 @@ class GGNOperator(OutputSpaceOperator):
         super().__init__(model, loss_fn, data, **kwargs)
 
     def _check_form(self, loss_fn, loss_form: str) -> None:
-        if not isinstance(loss_fn, str) and _loss_form(loss_fn, loss_form) == "model_batch":
+        if not isinstance(loss_fn, str) and resolve_loss_form(loss_fn, loss_form) == "model_batch":
             raise ValueError(
                 f"loss_fn: {type(self).__name__} needs a criterion applied to the model output "
                 "(cross_entropy, nll, mse, bce_with_logits, bce), got a loss_fn(model, batch); "

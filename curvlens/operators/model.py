@@ -41,7 +41,8 @@ def default_graph_memory() -> int:
     return 2 * 2**30
 
 
-def _loss_form(loss_fn: Any, loss_form: str) -> str:
+def resolve_loss_form(loss_fn: Any, loss_form: str = "auto") -> str:
+    """``"criterion"`` or ``"model_batch"``: how ``loss_fn`` is called (see :class:`ModelOperator`)."""
     if loss_form not in ("auto", "criterion", "model_batch"):
         raise ValueError(f"loss_form: expected 'auto', 'criterion' or 'model_batch', got {loss_form!r}")
     if not callable(loss_fn):
@@ -110,7 +111,7 @@ class ModelOperator(CurvatureOperator):
             raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
         self.model = model
         self.loss_fn = loss_fn
-        self.loss_form = _loss_form(loss_fn, loss_form)
+        self.loss_form = resolve_loss_form(loss_fn, loss_form)
         if reduction is None:
             reduction = getattr(loss_fn, "reduction", "mean") if self.loss_form == "criterion" else "mean"
         if reduction not in ("mean", "sum"):
@@ -181,6 +182,18 @@ class ModelOperator(CurvatureOperator):
         else:
             loss = self.loss_fn(self.model, batch)
         return self.check_loss(loss, i), out, y
+
+    def gradient(self) -> list[torch.Tensor]:
+        """Gradient of the total loss over all batches (weighted as the operator), with the
+        model's state preserved; parameters that do not reach the loss get zeros."""
+        acc = None
+        with self.state_guard():
+            for i in range(len(self.batches)):
+                loss, _, _ = self._batch_loss(i, self._device_batch(i))
+                g = torch.autograd.grad(loss * self.batch_weight(i), self.params, allow_unused=True)
+                g = [torch.zeros_like(p) if t is None else t for t, p in zip(g, self.params)]
+                acc = g if acc is None else [a.add_(b) for a, b in zip(acc, g)]
+        return acc
 
     def check_loss(self, loss: Any, i: int) -> torch.Tensor:
         if not isinstance(loss, torch.Tensor):
