@@ -45,6 +45,8 @@ class KrylovState:
     restarts: int
     certificate: Any  # what ``finish`` returned for the returned Ritz vectors
     norm_estimate: float
+    ritz_values: np.ndarray  # all Ritz values of the last Rayleigh-Ritz, wanted end first
+    ritz_estimates: np.ndarray  # their residual estimates ||C s_i||
 
 
 def _random_block(D, r, dtype, device, generator) -> torch.Tensor:
@@ -224,7 +226,8 @@ def thick_restart(
             logger.debug("thick restart: stop after %d restarts, basis %d, certified=%s", restarts, V.shape[1], certified)
             again = done and not certified and not exact and factor > 1e-3
             if not again or spent() + P.shape[1] * cost_per_column > budget:
-                return KrylovState(theta[:kk].copy(), est[:kk].copy(), exact, restarts, cert, norm_est)
+                return KrylovState(theta[:kk].copy(), est[:kk].copy(), exact, restarts, cert, norm_est,
+                                   theta.copy(), est.copy())
             factor *= 0.1
         # ---------------------------------------------------------------- thick restart
         n = V.shape[1]

@@ -17,6 +17,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from curvlens._memory import available_memory
 from curvlens.errors import NonFiniteLossError
 from curvlens.operators._data import batch_size, collect_batches, to_device
 from curvlens.operators._params import ParamSpec, make_blocks, select_params
@@ -30,15 +31,8 @@ DEFAULT_GRAPH_CAP = 4 * 2**30
 
 
 def default_graph_memory() -> int:
-    """Retained-graph budget: 25% of available memory, at most 4 GiB (2 GiB if unknown)."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(min(DEFAULT_GRAPH_CAP, int(line.split()[1]) * 1024 * DEFAULT_GRAPH_FRACTION))
-    except OSError:
-        pass
-    return 2 * 2**30
+    """Retained-graph budget: 25% of available memory, at most 4 GiB."""
+    return int(min(DEFAULT_GRAPH_CAP, available_memory() * DEFAULT_GRAPH_FRACTION))
 
 
 def resolve_loss_form(loss_fn: Any, loss_form: str = "auto") -> str:
