@@ -55,25 +55,60 @@ def _random_block(D, r, dtype, device, generator) -> torch.Tensor:
     return X.to(dtype=dtype, device=device)
 
 
-def _orth_against(X: torch.Tensor, V: torch.Tensor | None) -> torch.Tensor:
-    """Classical Gram-Schmidt of the columns of ``X`` against orthonormal ``V``, with a second
-    pass only when a column lost more than ~30% of its norm (the DGKS criterion: Daniel,
-    Gragg, Kaufman & Stewart 1976), which is when the first pass can leave components along V.
-    A pass reads the whole basis (memory-bound for large D), so skipping it halves the cost."""
-    if V is None or V.shape[1] == 0:
+def _orth_against(X: torch.Tensor, W: torch.Tensor | None) -> torch.Tensor:
+    """Classical Gram-Schmidt of the columns of ``X`` (``D x b``) against the orthonormal *rows*
+    of ``W`` (``m x D``), with a second pass only when a column lost more than ~30% of its norm
+    (the DGKS criterion: Daniel, Gragg, Kaufman & Stewart 1976), which is when the first pass
+    can leave components along W. A pass reads the whole basis (memory-bound for large D), so
+    skipping it halves the cost.
+
+    The basis is stored by rows because ``W @ X`` and ``(C^T W)^T`` are plain GEMMs; with a
+    column-stored ``V`` (``D x m``) the transposed product ``V.T @ X`` took 12x longer for a
+    block of two vectors (measured: D = 1.07M, m = 60, 511 ms against 42 ms).
+    """
+    if W is None or W.shape[0] == 0:
         return X
     before = torch.linalg.vector_norm(X, dim=0)
-    X = X - V @ (V.T @ X)
+    X = X - ((W @ X).T @ W).T
     if bool((torch.linalg.vector_norm(X, dim=0) < DGKS_ETA * before).any()):
-        X = X - V @ (V.T @ X)
+        X = X - ((W @ X).T @ W).T
     return X
+
+
+class _RowBasis:
+    """Orthonormal Krylov basis kept as the rows of one preallocated ``(capacity, D)`` buffer:
+    appending copies only the new block (``torch.cat`` copied the whole basis every step)."""
+
+    def __init__(self, D: int, capacity: int, dtype, device):
+        self.buf = torch.empty(capacity, D, dtype=dtype, device=device)
+        self.n = 0
+
+    @property
+    def rows(self) -> torch.Tensor:
+        return self.buf[: self.n]
+
+    def append(self, P: torch.Tensor) -> None:
+        r = P.shape[1]
+        self.buf[self.n : self.n + r].copy_(P.T)
+        self.n += r
+
+    def combine(self, S: torch.Tensor) -> torch.Tensor:
+        """``V S`` as a contiguous ``D x m`` block."""
+        return (S.T @ self.rows).T.contiguous()
+
+    def restart(self, S: torch.Tensor) -> None:
+        """Replace the basis by ``V S`` (orthonormal when ``S`` has orthonormal columns)."""
+        new = S.T @ self.rows
+        self.buf[: new.shape[0]].copy_(new)
+        self.n = new.shape[0]
 
 
 DGKS_ETA = 1 / 2**0.5  # second Gram-Schmidt pass when ||x_after|| < eta ||x_before||
 
 
 def _orthonormalize(R, V, norm_scale, generator, *, fill_to: int, room: int):
-    """Column-wise Gram-Schmidt of ``R`` against ``V`` and itself; fill vanished columns randomly.
+    """Column-wise Gram-Schmidt of ``R`` against the rows of ``V`` and itself; fill vanished
+    columns randomly.
 
     Returns the orthonormal block ``P`` (``D x r``, ``r <= fill_to``) and the number of
     columns that were replaced by random vectors (breakdowns).
@@ -90,7 +125,7 @@ def _orthonormalize(R, V, norm_scale, generator, *, fill_to: int, room: int):
         # pass over the whole basis V is repeated only for new random fills, or when the norm
         # collapsed (DGKS criterion), which signals cancellation.
         before = float(torch.linalg.vector_norm(x))
-        Pm = torch.stack(cols, 1) if cols else None
+        Pm = torch.stack(cols, 0) if cols else None
         x = _orth_against(x.reshape(D, 1), Pm).reshape(D)
         if V is not None and (against_v or float(torch.linalg.vector_norm(x)) < 0.5 * before):
             x = _orth_against(x.reshape(D, 1), V).reshape(D)
@@ -167,7 +202,7 @@ def thick_restart(
     sign = 1.0 if largest else -1.0
     b = max(1, min(block_size, D))
     nmax = max(min(basis_size, D), min(D, k + b))
-    V = torch.empty(D, 0, dtype=dtype, device=device)
+    basis = _RowBasis(D, nmax + b, dtype, device)
     H = np.zeros((0, 0))
     X0 = _random_block(D, b, dtype, device, generator) if start is None else start
     P, _ = _orthonormalize(X0, None, 1.0, generator, fill_to=b, room=D)
@@ -181,34 +216,34 @@ def thick_restart(
     refilled = False
     while True:
         # ---------------------------------------------------------------- expand
-        while P.shape[1] > 0 and V.shape[1] < nmax:
+        while P.shape[1] > 0 and basis.n < nmax:
             r = P.shape[1]
-            if V.shape[1] > 0 and spent() + r * cost_per_column > budget:
+            if basis.n > 0 and spent() + r * cost_per_column > budget:
                 break
             AP = mm(P)
             Hpp = (P.T @ AP).double().cpu().numpy()
             Hpp = 0.5 * (Hpp + Hpp.T)
-            n = V.shape[1]
+            n = basis.n
             Hn = np.zeros((n + r, n + r))
             Hn[:n, :n], Hn[n:, :n], Hn[:n, n:], Hn[n:, n:] = H, C, C.T, Hpp
             H = Hn
-            V = torch.cat([V, P], 1)
+            basis.append(P)
             norm_est = max(norm_est, float(np.abs(np.linalg.eigvalsh(Hpp)).max()) if r else 0.0)
-            room = D - V.shape[1]
+            room = D - basis.n
             if room <= 0:
-                P, C = P[:, :0], np.zeros((0, V.shape[1]))
+                P, C = P[:, :0], np.zeros((0, basis.n))
                 break
-            Pn, fills = _orthonormalize(AP, V, norm_est, generator, fill_to=b, room=room)
+            Pn, fills = _orthonormalize(AP, basis.rows, norm_est, generator, fill_to=b, room=room)
             if fills:
                 refilled = True
-                logger.debug("block Lanczos: %d breakdown column(s) refilled at basis size %d", fills, V.shape[1])
+                logger.debug("block Lanczos: %d breakdown column(s) refilled at basis size %d", fills, basis.n)
             Cl = (Pn.T @ AP).double().cpu().numpy()
-            C = np.zeros((Pn.shape[1], V.shape[1]))
-            C[:, V.shape[1] - r :] = Cl
+            C = np.zeros((Pn.shape[1], basis.n))
+            C[:, basis.n - r :] = Cl
             P = Pn
             if callback is not None:
                 callback(spent(), budget)
-            if V.shape[1] >= k and not refilled:  # early exit: a small dense eigh, negligible next to products
+            if basis.n >= k and not refilled:  # early exit: a small dense eigh, negligible next to products
                 th, _, es = _ritz(H, C, sign)
                 if bool((es[:k] <= factor * tol(th[:k], norm_est)).all()):
                     break
@@ -221,19 +256,19 @@ def thick_restart(
         done = exact or (kk == k and bool(ok.all()))
         out_of_budget = spent() + max(P.shape[1], 1) * cost_per_column > budget
         if done or out_of_budget:
-            Y = V @ torch.as_tensor(S[:, :kk], dtype=dtype, device=device)
+            Y = basis.combine(torch.as_tensor(S[:, :kk], dtype=dtype, device=device))
             certified, cert = finish(theta[:kk], Y, norm_est)
-            logger.debug("thick restart: stop after %d restarts, basis %d, certified=%s", restarts, V.shape[1], certified)
+            logger.debug("thick restart: stop after %d restarts, basis %d, certified=%s", restarts, basis.n, certified)
             again = done and not certified and not exact and factor > 1e-3
             if not again or spent() + P.shape[1] * cost_per_column > budget:
                 return KrylovState(theta[:kk].copy(), est[:kk].copy(), exact, restarts, cert, norm_est,
                                    theta.copy(), est.copy())
             factor *= 0.1
         # ---------------------------------------------------------------- thick restart
-        n = V.shape[1]
+        n = basis.n
         keep = max(k, min(n - b, max(k + b, k + (nmax - k) // 2)))
         Sl = S[:, :keep]
-        V = V @ torch.as_tensor(Sl, dtype=dtype, device=device)
+        basis.restart(torch.as_tensor(Sl, dtype=dtype, device=device))
         H = np.diag(theta[:keep])
         C = C @ Sl
         restarts += 1
