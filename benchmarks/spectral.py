@@ -119,10 +119,21 @@ def defaults_and_search(pb, k, ref, limit, seed=0):
         + [lambda t=t: peers.curvlinops_topk(pb, k, seed=seed, limit=limit, tol=t)
            for t in (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)],
     }
+    # curvlens' default certifies residuals <= 1e-3 |l|, which bounds the eigenvalue error by
+    # 1e-3 and in practice gives ~1e-6 (the error is about residual^2 / gap): its cheapest
+    # setting that reaches TARGET is searched from looser rtol down, the way the peers' knobs
+    # are searched from their cheap end up.
+    looser = [lambda r=r: peers.curvlens_topk(pb, k, seed=seed, limit=limit, rtol=r) for r in (1e-1, 3e-2, 1e-2)]
     out = []
     for lib, settings in searches.items():
         default = settings[0]()
         out.append(("defaults", default))
+        if lib == "curvlens":
+            cheap = next((r for r in (f() for f in looser)
+                          if r.error == "" and rel_err(r.values, ref) <= TARGET), None)
+            if cheap is not None and cheap.matvecs < default.matvecs:
+                out.append((f"reaches {TARGET:g}", cheap))
+                continue
         if default.error == "" and rel_err(default.values, ref) <= TARGET:
             out.append((f"reaches {TARGET:g}", default))
             continue
