@@ -34,6 +34,8 @@ SUMMARY_KEYS: dict[str, str] = {
     "trace_stderr": "its standard error",
     "saddle_index": "fraction of negative eigenvalues (SLQ)",
     "saddle_index_stderr": "its standard error across probes",
+    "saddle_index_bounds": "[lower, upper] Gauss quadrature bounds of the saddle index (SLQ; probe noise on top)",
+    "saddle_index_resolved": "bounds narrow enough for the verdict to use the saddle index (else: negative mass)",
     "negative_mass": "sum |l<0| / sum |l| (SLQ)",
     "negative_mass_stderr": "its standard error across probes",
     "saddle_verdict": "'near_minimum', 'saddle_region' or 'strongly_indefinite'",
@@ -117,7 +119,10 @@ class AnalysisResult:
             s.update(trace=float(self.trace.estimate), trace_stderr=float(self.trace.stderr))
         d = self.saddle
         if d is not None:
+            b = d.fraction_negative_bounds
             s.update(saddle_index=d.fraction_negative, saddle_index_stderr=d.fraction_negative_stderr,
+                     saddle_index_bounds=None if b is None else [float(b[0]), float(b[1])],
+                     saddle_index_resolved=d.fraction_negative_resolved,
                      negative_mass=d.negative_mass, negative_mass_stderr=d.negative_mass_stderr,
                      saddle_verdict=d.verdict)
         if self.sharpness is not None:

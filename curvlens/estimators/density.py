@@ -34,6 +34,7 @@ import torch
 
 from curvlens._rng import resolve_generator
 from curvlens.errors import ConvergenceWarning
+from curvlens.estimators import _quadrature_bounds as _qb
 from curvlens.estimators import kpm as _kpm
 from curvlens.estimators._probes import check_probe_kind, probe_vectors
 from curvlens.estimators.broadening import Estimate, broaden, check_grid, check_sigma, default_sigma, probe_mean
@@ -46,7 +47,7 @@ __all__ = ["DensityResult", "Estimate", "spectral_density"]
 logger = logging.getLogger(__name__)
 
 
-@register_result("spectral_density", schema=1)
+@register_result("spectral_density", schema=2)
 @dataclass(frozen=True)
 class DensityResult:
     """An estimated spectral measure, per probe, plus a smoothed density on a grid.
@@ -70,6 +71,8 @@ class DensityResult:
         bounds: ``(lmin, lmax)`` used by KPM, None for SLQ.
         chebyshev_moments: ``(P, M)`` undamped Chebyshev moments (KPM), None for SLQ.
         info: run metadata (seed, matvecs, time, status).
+        node_kind: ``(P, m)`` int8, SLQ only (None for KPM): 0 a Gauss node, 1 a node of exact
+            mass (deflated, or its probe found an invariant subspace), -1 an unrecognized row.
     """
 
     nodes: torch.Tensor
@@ -85,6 +88,12 @@ class DensityResult:
     bounds: tuple | None
     chebyshev_moments: torch.Tensor | None
     info: RunInfo
+    node_kind: torch.Tensor | None = None
+
+    @classmethod
+    def __curvlens_upgrade__(cls, schema: int, values: dict) -> dict:
+        """Schema 1 had no ``node_kind``: recovered from the SLQ rows and their status."""
+        return _qb.upgrade_schema_1(values) if schema < 2 else values
 
     @property
     def num_probes(self) -> int:
@@ -111,6 +120,43 @@ class DensityResult:
         t = float(t)
         tol = self._tol() if tol is None else float(tol)
         return self.expectation(lambda x: (x < t - tol).astype(np.float64))
+
+    def fraction_below_bounds(self, t: float, *, tol: float | None = None) -> tuple[Estimate, Estimate]:
+        """``(lower, upper)`` bracketing the fraction of eigenvalues below ``t - tol`` (SLQ only).
+
+        Where a bulk sits near ``t``, :meth:`fraction_below` is biased (a few nodes cannot say on
+        which side of ``t`` their mass lies) and its stderr does not show it. Per probe, the
+        Chebyshev-Markov-Stieltjes inequalities of Gauss quadrature bracket the exact
+        ``q^T 1[A < t - tol] q`` (see :mod:`curvlens.estimators._quadrature_bounds`; width 0 once
+        ``num_steps >= D``, but for budget-filling probes); the probe means bracket the mean of
+        those, whose expectation is the true fraction. Probe noise comes on top (stderr of each).
+
+        Args:
+            t: threshold (0.0 for the saddle index).
+            tol: as in :meth:`fraction_below` (same default: the same quantity is bracketed).
+
+        Raises:
+            ValueError: for KPM results (their nodes are no Gauss rule of each probe's measure).
+
+        Example:
+            >>> import torch
+            >>> from curvlens.operators import DenseOperator
+            >>> op = DenseOperator(torch.diag(torch.linspace(-1.0, 3.0, 40, dtype=torch.float64)))
+            >>> res = spectral_density(op, num_probes=4, num_steps=3, deflate=False, generator=0)
+            >>> lo, hi = res.fraction_below_bounds(0.0)  # 10 of 40 below 0; 3 nodes say little
+            >>> bool(lo <= 0.25 <= hi), round(float(hi - lo), 2)
+            (True, 0.72)
+        """
+        if self.method != "slq" or self.node_kind is None:
+            raise ValueError(
+                f"fraction_below_bounds: expected an SLQ result (Gauss quadrature per probe), got method="
+                f"{self.method!r}{'' if self.method != 'slq' else ' without node_kind'}; rerun spectral_density(op, "
+                "method='slq') to bound the distribution function, or use fraction_below() for a point estimate"
+            )
+        tol = self._tol() if tol is None else float(tol)
+        lo, hi = _qb.per_probe_bounds(self.nodes.numpy(), self.weights.numpy(), self.node_kind.numpy(),
+                                      float(t) - tol)
+        return probe_mean(lo), probe_mean(hi)
 
     def _tol(self) -> float:
         eps = float(torch.finfo(_dtype_of(self.info)).eps)
@@ -258,7 +304,7 @@ def spectral_density(
     gen = resolve_generator(generator)
     timer = RunTimer(op, gen)
     V = probe_vectors(op.dim, num_probes, kind=probe, dtype=op.dtype, device=op.device, generator=gen)
-    converged, cheb, status_extra = True, None, ""
+    converged, cheb, status_extra, kinds = True, None, "", None
     if method == "slq":
         total = num_probes * min(num_steps, op.dim)
         def draw(k):
@@ -267,6 +313,8 @@ def spectral_density(
         nodes, weights, extra = run_slq(
             op, V, num_steps, deflate=deflate, fill_budget=fill_budget, draw=draw, callback=callback, total=total
         )
+        kinds = torch.from_numpy(_qb.slq_node_kinds(nodes, weights, dim=op.dim, steps=num_steps,
+                                                    deflated=extra["deflated"], extra_probes=extra["extra_probes"]))
         if extra["extra_probes"]:
             status_extra += f"; {extra['extra_probes']} extra probe(s) from products left by early stops"
         if extra["deflated"]:
@@ -311,4 +359,5 @@ def spectral_density(
         bounds=None if bounds is None else (float(bounds[0]), float(bounds[1])),
         chebyshev_moments=cheb,
         info=timer.info(converged, status),
+        node_kind=kinds,
     )

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+import numpy as np
+
+from curvlens.diagnostics.saddle import STRONGLY_INDEFINITE
 from curvlens.report._format import NOT_MEASURED, as_array, as_float, fmt, fmt_pm, part, summary_dict
 
 __all__ = ["headline_rows", "summary_table"]
@@ -59,7 +63,8 @@ def headline_rows(analysis: Any) -> list[tuple[str, str, str, str]]:
          ""),
         ("trace", "trace", fmt_pm(s.get("trace"), s.get("trace_stderr")), "± standard error"),
         ("saddle_index", "saddle index (fraction λ < 0)", fmt_pm(s.get("saddle_index"),
-                                                                   s.get("saddle_index_stderr")), ""),
+                                                                   s.get("saddle_index_stderr")),
+         _quadrature_note(s.get("saddle_index_bounds"), s.get("saddle_index_resolved"))),
         ("negative_mass", "negative mass Σ|λ<0| / Σ|λ|", fmt_pm(s.get("negative_mass"),
                                                                s.get("negative_mass_stderr")), ""),
         ("saddle_verdict", "saddle verdict", fmt(s.get("saddle_verdict")), ""),
@@ -78,6 +83,24 @@ def headline_rows(analysis: Any) -> list[tuple[str, str, str, str]]:
         ("seconds", "wall time (s)", fmt(s.get("seconds"), 3), ""),
     ]
     return rows
+
+
+def _quadrature_note(bounds: Any, resolved: Any) -> str:
+    """``"quadrature bounds [0.00, 0.85]: NOT resolved, ..."`` (decimals enough to show the width)."""
+    b = as_array(bounds)
+    if b is None or b.shape != (2,) or not np.isfinite(b).all():
+        return ""
+    lo, hi = float(b[0]), float(b[1])
+    scale = hi - lo if hi > lo else abs(hi)  # the width, or the value when the bounds meet
+    decimals = min(max(1 - math.floor(math.log10(scale)), 2), 6) if scale > 0 else 2
+    text = f"quadrature bounds [{lo:.{decimals}f}, {hi:.{decimals}f}]"
+    if resolved is None:
+        return text
+    if bool(resolved):
+        return text
+    if lo >= STRONGLY_INDEFINITE:
+        return text + f": NOT resolved, but at least {STRONGLY_INDEFINITE:g}"
+    return text + ": NOT resolved, verdict from negative mass"
 
 
 def _stability(ratio: Any) -> str:

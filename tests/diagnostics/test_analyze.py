@@ -73,6 +73,9 @@ def test_consistent_with_dense_reference(full_run):
     assert s["saddle_verdict"] == res.saddle.verdict
     frac = float((ev < -1e-10).double().mean())
     assert abs(s["saddle_index"] - frac) <= 4 * s["saddle_index_stderr"] + 1e-8
+    lo, hi = s["saddle_index_bounds"]  # D = 20 steps: the quadrature is exact, so are the bounds
+    assert lo == pytest.approx(hi, abs=1e-12) and lo == pytest.approx(s["saddle_index"], abs=1e-12)
+    assert s["saddle_index_resolved"] is True
     pl = res.per_layer
     assert pl.block_names == ("0", "2") and float(pl.lambda_max_share.sum()) == pytest.approx(1.0)
     for i, (a, b) in enumerate(((0, 12), (12, 20))):

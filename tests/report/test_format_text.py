@@ -48,6 +48,10 @@ def test_summary_table_has_headline_numbers_with_uncertainties():
     # trace +- stderr, as estimated
     assert rows["trace"][2] == fmt_pm(s["trace"], s["trace_stderr"])
     assert rows["saddle_index"][2] == fmt_pm(s["saddle_index"], s["saddle_index_stderr"])
+    lo, hi = a.saddle.fraction_negative_bounds  # 16 nodes over a 40-point bulk: bounds shown in the note
+    note = rows["saddle_index"][3]
+    shown = [float(v) for v in note.split("[")[1].split("]")[0].split(", ")]
+    assert note.startswith("quadrature bounds [") and shown == pytest.approx([lo, hi], abs=0.006)
     # lr = 0.05 -> threshold 40 < 50: unstable
     assert rows["stability_threshold"][2] == "40"
     assert rows["sharpness_ratio"][2] == "1.25" and "UNSTABLE" in rows["sharpness_ratio"][3]
@@ -71,3 +75,23 @@ def test_summary_table_of_a_mapping_and_summary_json_document():
     text = summary_table(s)
     assert "NOT certified" in text and "stable (< 1)" in text
     assert summary_table({"summary": s}) == text
+
+
+@pytest.mark.parametrize("bounds, resolved, note", [
+    ([0.0084, 0.8783], False, "quadrature bounds [0.01, 0.88]: NOT resolved, verdict from negative mass"),
+    ([0.3469, 0.4300], False, "quadrature bounds [0.347, 0.430]: NOT resolved, but at least 0.25"),
+    ([0.0201, 0.0231], True, "quadrature bounds [0.0201, 0.0231]"),   # decimals enough to show the width
+    ([0.25, 0.25], True, "quadrature bounds [0.25, 0.25]"),
+    ([0.0012, 0.0012], True, "quadrature bounds [0.0012, 0.0012]"),
+    ([0.1, 0.3], None, "quadrature bounds [0.10, 0.30]"),
+    (None, None, ""),                                                  # KPM, or a file from before the bounds
+    ([0.1], False, ""),
+])
+def test_saddle_index_note_shows_quadrature_bounds(bounds, resolved, note):
+    s = {"saddle_index": 0.0354, "saddle_index_stderr": 0.0099, "saddle_index_bounds": bounds,
+         "saddle_index_resolved": resolved}
+    rows = {r[0]: r for r in headline_rows(s)}
+    assert rows["saddle_index"][2] == "0.0354 ± 0.0099" and rows["saddle_index"][3] == note
+    text = summary_table(s)
+    line = next(ln for ln in text.splitlines() if "saddle index" in ln)
+    assert line.endswith(note) if note else line.rstrip().endswith("0.0354 ± 0.0099")

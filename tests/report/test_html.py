@@ -51,7 +51,7 @@ def test_headline_numbers_and_metadata_present(full_report):
     for _, label, value, note in headline_rows(a):
         assert f"<td>{html.escape(label)}</td>" in text
         assert f'<td class="num">{html.escape(value)}</td>' in text
-    assert "± " in text and "UNSTABLE" in text
+    assert "± " in text and "UNSTABLE" in text and "quadrature bounds [" in text
     assert "ckpt &lt;10&gt; &amp; co" in text and "<title>ckpt &lt;10&gt; &amp; co</title>" in text
     # metadata: the versions and each component's status
     assert "<td>torch</td>" in text and "<td>curvlens</td>" in text
