@@ -266,26 +266,37 @@ def dense_trace_rows(H: np.ndarray, seeds):
 
 
 # ------------------------------------------------------------------------------ density
+def pb_dim(pb) -> int:
+    return sum(p.numel() for p in pb.model.parameters() if p.requires_grad)
+
+
 def density_rows(pb, eigs, seeds, probes, steps):
     from curvlens.estimators.density import spectral_density
     from curvlens.estimators.wasserstein import wasserstein_1
 
-    def cl(seed):
+    from curvlens.estimators._density_budget import split_budget
+
+    def cl(seed, **kw):
         budget = peers.Budget(10**9)
+        label = ", ".join(f"{k}={v}" for k, v in kw.items())
 
         def f():
-            r = spectral_density(peers.curvlens_operator(pb), num_probes=probes, num_steps=steps, generator=seed)
+            r = spectral_density(peers.curvlens_operator(pb), generator=seed, **kw)
             budget.count = r.info.matvecs
             return None, {"nodes": r.nodes.numpy(), "weights": r.weights.numpy()}
-        return peers._guarded("curvlens", f"spectral_density(num_probes={probes}, num_steps={steps})", f, budget)
+        return peers._guarded("curvlens", f"spectral_density({label})", f, budget)
 
-    methods = [
-        cl,
-        lambda s: peers.pyhessian_density(pb, seed=s, steps=steps, probes=probes),
-        lambda s: peers.eigenthings_density(pb, seed=s, steps=steps, probes=probes),
-        lambda s: peers.curvlinops_density(pb, seed=s, steps=steps, probes=probes),
-        lambda s: peers.pyhessian_density(pb, seed=s, steps=steps, probes=probes, shim=True),
-    ]
+    # curvlens' own split of the budget (its num_matvecs API), its explicit 10 x 80, and every
+    # peer at both the shared 10 x 80 and curvlens' split, so no library is held to a worse split.
+    sp, ss = split_budget(probes * steps, pb_dim(pb))
+    methods = [lambda s: cl(s, num_matvecs=probes * steps), lambda s: cl(s, num_probes=probes, num_steps=steps)]
+    for P, m in ((probes, steps), (sp, ss)):
+        methods += [
+            lambda s, P=P, m=m: peers.pyhessian_density(pb, seed=s, steps=m, probes=P),
+            lambda s, P=P, m=m: peers.eigenthings_density(pb, seed=s, steps=m, probes=P),
+            lambda s, P=P, m=m: peers.curvlinops_density(pb, seed=s, steps=m, probes=P),
+            lambda s, P=P, m=m: peers.pyhessian_density(pb, seed=s, steps=m, probes=P, shim=True),
+        ]
     width = float(eigs.max() - eigs.min())
     rows, summary = [], {}
     for m in methods:
@@ -379,7 +390,7 @@ def main(argv=None) -> None:
     ap.add_argument("--quick", action="store_true", help="small + mlp, 3 trace seeds, 1 density seed, cap 600 products")
     ap.add_argument("--dense-seeds", type=int, default=0,
                     help="if > 0, also score the trace estimators on the exact Hessian matrix over this many seeds (slow; off by default)")
-    ap.add_argument("--density-seeds", type=int, default=1, help="seeds for the density rows (default 1)")
+    ap.add_argument("--density-seeds", type=int, default=3, help="seeds for the density rows (default 3)")
     ap.add_argument("--trace-seeds", type=int, default=None, help="seeds for the trace rows (default 10, quick 3)")
     ap.add_argument("--max-matvecs", type=int, default=None, help="product cap per run (default 2000, quick 600)")
     args = ap.parse_args(argv)
@@ -460,7 +471,7 @@ def main(argv=None) -> None:
                   f"{len(dseeds)} seed(s); 1-Wasserstein distance of the quadrature measure to the exact spectrum --")
             rows, dsum = density_rows(pb, eigs, dseeds, probes, steps)
             print_table(rows, ["library", "setting", "products (mean)", "seconds (mean)", "W1 (mean)", "W1 / spectral width", "note"])
-            cl_w = next(v for k, v in dsum.items() if k[0] == "curvlens")
+            cl_w = next(v for k, v in dsum.items() if k[0] == "curvlens" and "num_matvecs" in k[1])
             shipped = {k: v for k, v in dsum.items() if k[0] != "curvlens" and "shim" not in k[1] and v == v}
             allp = {k: v for k, v in dsum.items() if k[0] != "curvlens" and v == v}
             if shipped:

@@ -37,6 +37,7 @@ from curvlens.errors import ConvergenceWarning
 from curvlens.estimators import _quadrature_bounds as _qb
 from curvlens.estimators import kpm as _kpm
 from curvlens.estimators._probes import check_probe_kind, probe_vectors
+from curvlens.estimators._density_budget import split_budget
 from curvlens.estimators.broadening import Estimate, broaden, check_grid, check_sigma, default_sigma, probe_mean
 from curvlens.estimators.slq import run_slq
 from curvlens.estimators.wasserstein import wasserstein_1
@@ -220,8 +221,9 @@ def _check_count(value, name: str, fix: str) -> int:
 def spectral_density(
     op,
     *,
-    num_probes: int = 10,
-    num_steps: int = 80,
+    num_probes: int | None = None,
+    num_steps: int | None = None,
+    num_matvecs: int | None = None,
     method: str = "slq",
     probe: str = "rademacher",
     sigma: float | None = None,
@@ -250,8 +252,12 @@ def spectral_density(
 
     Args:
         op: a :class:`~curvlens.operators.CurvatureOperator`.
-        num_probes: number of random probes ``P`` (>= 2 for standard errors).
-        num_steps: Lanczos steps (SLQ, capped at ``D``) or Chebyshev products (KPM) per probe.
+        num_probes: number of random probes ``P`` (>= 2 for standard errors); default 10.
+        num_steps: Lanczos steps (SLQ, capped at ``D``) or Chebyshev products (KPM) per probe;
+            default 80.
+        num_matvecs: a total product budget instead of ``num_probes`` and ``num_steps``: split
+            into few long runs (resolution dominates the error at a fixed budget; see
+            :mod:`curvlens.estimators._density_budget`), e.g. 800 -> 4 probes x 200 steps.
         method: ``"slq"`` (default; sharper, exact for polynomials of degree < 2 num_steps)
             or ``"kpm"``.
         probe: ``"rademacher"`` (default) or ``"gaussian"``.
@@ -288,6 +294,18 @@ def spectral_density(
             f"op: expected a CurvatureOperator (dim, dtype, device, matvec, matmat), got {type(op).__name__}; "
             "wrap a dense matrix with curvlens.operators.DenseOperator"
         )
+    if num_matvecs is not None:
+        if num_probes is not None or num_steps is not None:
+            raise ValueError(
+                f"num_matvecs: expected either num_matvecs or num_probes/num_steps, got num_matvecs={num_matvecs!r} "
+                f"with num_probes={num_probes!r}, num_steps={num_steps!r}; pass only one of the two forms"
+            )
+        num_matvecs = _check_count(num_matvecs, "num_matvecs", "use e.g. num_matvecs=800")
+        if num_matvecs < 2:
+            raise ValueError(f"num_matvecs: expected at least 2 products (two probes), got {num_matvecs}")
+        num_probes, num_steps = split_budget(num_matvecs, op.dim)
+    num_probes = 10 if num_probes is None else num_probes
+    num_steps = 80 if num_steps is None else num_steps
     num_probes = _check_count(num_probes, "num_probes", "use num_probes=10 (more probes, smaller stderr)")
     num_steps = _check_count(num_steps, "num_steps", "use num_steps=80 (more steps, finer resolution)")
     if method not in ("slq", "kpm"):
