@@ -387,7 +387,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--models", default="small,mlp,cnn,transformer")
-    ap.add_argument("--quick", action="store_true", help="small + mlp, 3 trace seeds, 1 density seed, cap 600 products")
+    ap.add_argument("--quick", action="store_true", help="small + mlp, 3 trace seeds, cap 600 products")
     ap.add_argument("--dense-seeds", type=int, default=0,
                     help="if > 0, also score the trace estimators on the exact Hessian matrix over this many seeds (slow; off by default)")
     ap.add_argument("--density-seeds", type=int, default=3, help="seeds for the density rows (default 3)")
