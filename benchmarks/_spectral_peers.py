@@ -85,19 +85,22 @@ def curvlens_operator(pb: Problem, data=None):
     return HessianOperator(pb.model, pb.loss, (pb.x, pb.y) if data is None else data)
 
 
-def curvlens_topk(pb: Problem, k: int, *, seed: int, limit: int, rtol: float = 1e-3) -> Run:
+def curvlens_topk(pb: Problem, k: int, *, seed: int, limit: int, rtol: float = 1e-3,
+                  block_size: int | None = None) -> Run:
     from curvlens.linalg import top_eigenpairs
 
     budget = Budget(limit)
 
     def fn():
         op = curvlens_operator(pb)
-        res = top_eigenpairs(op, k, rtol=rtol, max_matvecs=min(limit, max(500, 150 * k)), generator=seed)
+        res = top_eigenpairs(op, k, rtol=rtol, max_matvecs=min(limit, max(500, 150 * k)), block_size=block_size,
+                             generator=seed)
         budget.count = res.info.matvecs  # cross-checked against op.num_matvecs below
         assert op.num_matvecs == res.info.matvecs
         return res.eigenvalues.numpy(), {"certified": bool(res.converged.all())}
 
-    return _guarded("curvlens", f"top_eigenpairs(k={k}, rtol={rtol:g})", fn, budget)
+    bs = "" if block_size is None else f", block_size={block_size}"
+    return _guarded("curvlens", f"top_eigenpairs(k={k}, rtol={rtol:g}{bs})", fn, budget)
 
 
 # ------------------------------------------------------------------------------ PyHessian
