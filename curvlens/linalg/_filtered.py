@@ -1,4 +1,7 @@
-"""The bottom-end driver of :func:`~curvlens.linalg.bottom_eigenpairs`: plain, then Chebyshev-filtered.
+"""The driver behind :func:`~curvlens.linalg.top_eigenpairs` and :func:`~curvlens.linalg.bottom_eigenpairs`.
+
+Plain thick restart at either end; for the bottom with ``filter="chebyshev"``, plain and then
+Chebyshev-filtered:
 
 Phase 1 runs plain thick-restart Lanczos for one basis fill (it stops early when the pairs
 are certified: an easy bottom end costs nothing extra). Its Ritz values give the filter: the
@@ -35,9 +38,10 @@ def _start_block(Y: torch.Tensor, b: int) -> torch.Tensor:
     return torch.stack(cols, 1)
 
 
-def filtered_bottom(op, k, *, rtol, atol, max_matvecs, block_size, basis_size, generator, spent,
-                    callback, upper=None, use_filter=True):
-    """Run the two phases; returns ``(theta, residuals, Y, atol_used, status, method)``."""
+def run_extreme(op, k, *, largest, rtol, atol, max_matvecs, block_size, basis_size, generator, spent,
+                callback, upper=None, use_filter=False):
+    """Thick restart at one end (plain for the top; the two phases above for the bottom with
+    ``use_filter``); returns ``(theta, residuals, Y, atol_used, status, method)``."""
     box: dict = {}
 
     def tol_a(lam, norm_est):
@@ -46,7 +50,7 @@ def filtered_bottom(op, k, *, rtol, atol, max_matvecs, block_size, basis_size, g
 
     def finish(_theta, Y, norm_est):
         th, res, Yu = true_residuals(op, Y)
-        order = np.argsort(th, kind="stable")
+        order = np.argsort(-th if largest else th, kind="stable")
         th, res = th[order], res[order]
         Yu = Yu[:, torch.as_tensor(order.copy(), device=Yu.device)]
         # in phase 2 norm_est is that of p(A): use the bound on ||A|| instead
@@ -54,9 +58,10 @@ def filtered_bottom(op, k, *, rtol, atol, max_matvecs, block_size, basis_size, g
         box.update(theta=th, res=res, Y=Yu, atol=a, certified=bool((res <= tol).all()))
         return box["certified"], None
 
+    use_filter = use_filter and not largest
     phase1 = max_matvecs - k if not use_filter else min(max_matvecs - k, basis_size)
     state = thick_restart(
-        op, k, largest=False, block_size=block_size, basis_size=basis_size, budget=phase1,
+        op, k, largest=largest, block_size=block_size, basis_size=basis_size, budget=phase1,
         tol=lambda th, n: tol_a(th, n)[0], generator=generator, spent=spent, callback=callback, finish=finish,
     )
     status = f"{state.restarts} restart(s)"

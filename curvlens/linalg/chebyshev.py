@@ -17,7 +17,7 @@ so ``|p| <= 1 / T_m(|x(s)|)`` on ``[a, b]`` and ``p`` is positive and increasing
 decreases below ``a``. It is applied with the three-term recurrence, with the scaling folded
 into the coefficients (the ratios ``T_i(x_s) / T_{i+1}(x_s)``) so no intermediate value
 overflows. ``b`` must bound the spectrum from above: an eigenvalue above ``b`` would be
-amplified too; the driver (:func:`filtered_bottom`) detects that case from Rayleigh quotients
+amplified too; the driver (:mod:`curvlens.linalg._filtered`) detects that case from Rayleigh quotients
 and retries with a larger ``b``.
 
 References:

@@ -34,9 +34,8 @@ import torch
 
 from curvlens._memory import available_memory
 from curvlens._rng import resolve_generator
-from curvlens.linalg._certify import EigenResult, build_result, default_atol, true_residuals
-from curvlens.linalg._filtered import filtered_bottom
-from curvlens.linalg._thick_restart import thick_restart
+from curvlens.linalg._certify import EigenResult, build_result
+from curvlens.linalg._filtered import run_extreme
 from curvlens.linalg._validate import (
     check_callback,
     check_int,
@@ -106,39 +105,18 @@ def _validate(op, k, rtol, atol, max_matvecs, block_size, basis_size, callback, 
     return k, rtol, atol, max_matvecs, b, basis_size
 
 
-def _run(op, k, *, largest, rtol, atol, max_matvecs, block_size, basis_size, generator, callback,
-         name, matmat=None, cost_per_column=1, extra_status="", method="block_thick_restart_lanczos"):
+def _run(op, k, *, largest, rtol, atol, max_matvecs, block_size, basis_size, generator, callback, name,
+         upper=None, use_filter=False):
     gen = resolve_generator(generator)
     timer = RunTimer(op, gen)
-    box: dict = {}
-
-    def finish(theta, Y, norm_est):
-        th, res, Yu = true_residuals(op, Y)
-        order = np.argsort(-th if largest else th, kind="stable")
-        th, res, Yu = th[order], res[order], Yu[:, torch.as_tensor(order.copy(), device=Yu.device)]
-        a = atol if atol is not None else default_atol(op.dtype, op.dim, max(norm_est, float(np.abs(th).max())))
-        tol = np.maximum(rtol * np.abs(th), a)
-        box.update(theta=th, res=res, Y=Yu, atol=a)
-        return bool((res <= tol).all()), None
-
-    def tol_fn(theta, norm_est):
-        a = atol if atol is not None else default_atol(op.dtype, op.dim, norm_est)
-        return np.maximum(rtol * np.abs(theta), a)
-
-    state = thick_restart(
-        op, k, largest=largest, block_size=block_size, basis_size=basis_size,
-        budget=max_matvecs - k, tol=tol_fn, generator=gen, matmat=matmat,
-        cost_per_column=cost_per_column, spent=lambda: timer.matvecs, callback=callback, finish=finish,
+    theta, res, Y, a, status, method = run_extreme(
+        op, k, largest=largest, rtol=rtol, atol=atol, max_matvecs=max_matvecs, block_size=block_size,
+        basis_size=basis_size, generator=gen, spent=lambda: timer.matvecs, callback=callback, upper=upper,
+        use_filter=use_filter,
     )
-    status = f"{state.restarts} restart(s)"
-    if state.exact:
-        status += ", invariant subspace reached (Ritz values exact up to rounding)"
-    if extra_status:
-        status += f", {extra_status}"
     return build_result(
-        theta=box["theta"], res=box["res"], Y=box["Y"], rtol=rtol, atol=box["atol"],
-        which="largest" if largest else "smallest", method=method, timer=timer, name=name,
-        budget_hint=max_matvecs, extra_status=status,
+        theta=theta, res=res, Y=Y, rtol=rtol, atol=a, which="largest" if largest else "smallest", method=method,
+        timer=timer, name=name, budget_hint=max_matvecs, extra_status=status,
     )
 
 
@@ -251,13 +229,6 @@ def bottom_eigenpairs(
         spectrum_upper = float(spectrum_upper)
         if not np.isfinite(spectrum_upper):
             raise ValueError(f"spectrum_upper: expected a finite float or None, got {spectrum_upper!r}")
-    gen = resolve_generator(generator)
-    timer = RunTimer(op, gen)
-    theta, res, Y, a, status, method = filtered_bottom(
-        op, k, rtol=rtol, atol=atol, max_matvecs=max_matvecs, block_size=b, basis_size=nb, generator=gen,
-        spent=lambda: timer.matvecs, callback=callback, upper=spectrum_upper, use_filter=filter == "chebyshev",
-    )
-    return build_result(
-        theta=theta, res=res, Y=Y, rtol=rtol, atol=a, which="smallest", method=method, timer=timer,
-        name="bottom_eigenpairs", budget_hint=max_matvecs, extra_status=status,
-    )
+    return _run(op, k, largest=False, rtol=rtol, atol=atol, max_matvecs=max_matvecs, block_size=b, basis_size=nb,
+                generator=generator, callback=callback, name="bottom_eigenpairs", upper=spectrum_upper,
+                use_filter=filter == "chebyshev")
