@@ -25,7 +25,7 @@ from curvlens.linalg import (
 # stochastic estimators: trace, diagonal, norms, spectral density
 from curvlens.estimators import (
     DensityResult, DiagonalResult, Estimate, NormResult, TraceResult, exact_diagonal, frobenius_norm,
-    hutchinson_diagonal, hutchinson_trace, hutchpp_trace, probe_vectors, spectral_density, wasserstein_1,
+    hutchinson_diagonal, hutchinson_trace, hutchpp_trace, krylov_trace, probe_vectors, spectral_density, wasserstein_1,
     xdiag, xtrace,
 )
 
@@ -49,7 +49,7 @@ __all__ = [
     "lanczos", "LanczosResult", "top_eigenpairs", "bottom_eigenpairs", "extreme_eigenvalues",
     "power_iteration", "EigenResult", "ExtremeEigenvalues",
     # estimators
-    "probe_vectors", "hutchinson_trace", "hutchpp_trace", "xtrace", "TraceResult",
+    "probe_vectors", "hutchinson_trace", "hutchpp_trace", "krylov_trace", "xtrace", "TraceResult",
     "hutchinson_diagonal", "xdiag", "exact_diagonal", "DiagonalResult", "frobenius_norm", "NormResult",
     "spectral_density", "DensityResult", "Estimate", "wasserstein_1",
     # diagnostics

@@ -32,7 +32,7 @@ def main(num_samples: int = 2000, hidden: int = 64, k: int = 5, seed: int = 0) -
     for lam, res, ok in zip(top.eigenvalues.tolist(), top.residuals.tolist(), top.converged.tolist()):
         print(f"  lambda = {lam: .6f}   residual {res:.1e}   {'certified' if ok else 'NOT certified'}")
 
-    tr = curvlens.xtrace(H, num_matvecs=100, generator=seed)
+    tr = curvlens.krylov_trace(H, num_matvecs=100, generator=seed)
     print(f"  trace  = {tr.estimate:.4f} +- {tr.stderr:.4f}  ({tr.info.matvecs} products)")
     print(f"  total products: {H.num_matvecs}")
     return {"operator": H, "eigenvalues": top.eigenvalues, "converged": top.converged,

@@ -8,7 +8,7 @@ fractions of the stages still to run (so unused products roll over):
 stage      fraction what it runs
 ========== ======== =======================================================================
 top        0.15     ``top_eigenpairs(k=4, rtol=1e-3)`` (k=1 below 24 products)
-trace      0.10     ``xtrace(per_block=True)`` (Hutchinson below 4 products)
+trace      0.10     ``krylov_trace(per_block=True)`` (Hutchinson below 4 products)
 bottom     0.15     ``bottom_eigenpairs(k=1, rtol=1e-2)``
 density    0.30     SLQ, ``min(30, D)`` steps x up to 10 probes
 per_layer  0.10     ``top_eigenpairs`` of each diagonal block
@@ -44,7 +44,7 @@ from curvlens.diagnostics.noise import curvature_noise
 from curvlens.diagnostics.per_layer import per_layer_breakdown
 from curvlens.diagnostics.saddle import saddle_from
 from curvlens.diagnostics.sharpness import sharpness
-from curvlens.estimators import hutchinson_trace, xtrace
+from curvlens.estimators import hutchinson_trace, krylov_trace
 from curvlens.estimators.density import spectral_density
 from curvlens.linalg import bottom_eigenpairs, top_eigenpairs
 from curvlens.operators import CurvatureOperator, GGNOperator, HessianOperator, MCFisherOperator
@@ -257,7 +257,7 @@ def analyze(
                 res = top_eigenpairs(op, k, max_matvecs=a, generator=gen, callback=cb(stage))
         elif stage == "trace":
             if a >= 4:
-                res = xtrace(op, a, per_block=True, generator=gen, callback=cb(stage))
+                res = krylov_trace(op, a, per_block=True, generator=gen, callback=cb(stage))
             elif a >= 2:
                 res = hutchinson_trace(op, a, per_block=True, generator=gen, callback=cb(stage))
         elif stage == "bottom":

@@ -2,16 +2,21 @@
 
 Which estimator to use:
 
-* :func:`~curvlens.estimators.xtrace` (default recommendation): the most accurate per product
-  whenever the spectrum decays (Hessians, GGNs and Fishers of trained networks almost always
-  have a few large outliers and a bulk near zero); exact for rank < ``num_matvecs / 2``;
-  carries its own honest error estimate.
-* :func:`~curvlens.estimators.hutchpp_trace`: nearly as accurate, cheaper bookkeeping,
-  and its adaptive mode adds single probes (XTrace's adds pairs).
-* :func:`hutchinson_trace`: when the spectrum is flat (no low-rank part to deflate; then it
-  wastes no products on a sketch), for per-probe streaming with the smallest memory, or to
-  reproduce PyHessian-style numbers. Its error falls only like ``1/sqrt(num_matvecs)``,
-  while Hutch++/XTrace reach ``1/num_matvecs`` on decaying spectra.
+* :func:`~curvlens.estimators.krylov_trace` (default recommendation): exact trace on a block
+  Krylov space plus Hutchinson on its complement. On Hessian-shaped spectra (a few outliers
+  over a wide bulk) the Krylov space holds far more of the trace than a random sketch, so it
+  has the lowest error per product we measured (25% below Hutchinson even on a flat trained
+  MLP Hessian, where Hutch++/XTrace gain little); its standard error is honest (i.i.d.
+  residual samples).
+* :func:`~curvlens.estimators.xtrace`: the best of the sketch-based estimators, exact for
+  rank < ``num_matvecs / 2``; its products come in two large batches (no sequential Krylov
+  steps), and its leave-one-out standard error runs low at small budgets.
+* :func:`~curvlens.estimators.hutchpp_trace`: nearly as accurate as XTrace, cheaper
+  bookkeeping, and its adaptive mode adds single probes (XTrace's adds pairs).
+* :func:`hutchinson_trace`: when the matrix is close to a multiple of the identity (then
+  Rademacher probes are nearly exact), for per-probe streaming with the smallest memory, or
+  to reproduce PyHessian-style numbers. Its error falls only like ``1/sqrt(num_matvecs)``,
+  while the deflated estimators reach ``1/num_matvecs`` on decaying spectra.
 """
 
 from __future__ import annotations
@@ -54,7 +59,7 @@ class TraceResult:
         num_matvecs: operator products spent.
         num_probes: number of independent random samples behind ``stderr``.
         probe: ``"rademacher"`` or ``"gaussian"``.
-        method: ``"hutchinson"``, ``"hutchpp"`` or ``"xtrace"``.
+        method: ``"hutchinson"``, ``"hutchpp"``, ``"krylov"`` or ``"xtrace"``.
         info: run metadata (seed, matvecs, time, converged, status).
     """
 

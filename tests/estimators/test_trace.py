@@ -7,11 +7,11 @@ import torch
 
 from curvlens import DenseOperator
 from curvlens.errors import ConvergenceWarning
-from curvlens.estimators import TraceResult, hutchinson_trace, hutchpp_trace, xtrace
+from curvlens.estimators import TraceResult, hutchinson_trace, hutchpp_trace, krylov_trace, xtrace
 from curvlens.results import RESULT_KINDS
 from tests.estimators._b_matrices import BLOCKS, MATRICES, block_traces, low_rank, op_of, psd_decaying
 
-ESTIMATORS = {"hutchinson": hutchinson_trace, "hutchpp": hutchpp_trace, "xtrace": xtrace}
+ESTIMATORS = {"hutchinson": hutchinson_trace, "hutchpp": hutchpp_trace, "krylov": krylov_trace, "xtrace": xtrace}
 
 
 @pytest.mark.parametrize("method", ESTIMATORS)
@@ -46,7 +46,7 @@ def test_block_estimates_add_up_and_are_named(method):
 
 
 @pytest.mark.parametrize("probe", ["rademacher", "gaussian"])
-@pytest.mark.parametrize("method, budget", [("hutchpp", 15), ("xtrace", 12)])
+@pytest.mark.parametrize("method, budget", [("hutchpp", 15), ("xtrace", 12), ("krylov", 16)])
 def test_exact_on_low_rank(method, budget, probe):
     A = low_rank(4)
     r = ESTIMATORS[method](op_of(A), budget, probe=probe, per_block=True, generator=3)
@@ -68,8 +68,8 @@ def test_deflation_beats_hutchinson_on_decaying_spectrum():
     def rmse(f):
         return math.sqrt(np.mean([(f(op, 12, generator=s).estimate - truth) ** 2 for s in range(60)]))
 
-    h, hpp, xt = rmse(hutchinson_trace), rmse(hutchpp_trace), rmse(xtrace)
-    assert xt < hpp < h
+    h, hpp, xt, kr = rmse(hutchinson_trace), rmse(hutchpp_trace), rmse(xtrace), rmse(krylov_trace)
+    assert xt < hpp < h and kr < 0.5 * h
 
 
 @pytest.mark.parametrize("method", ESTIMATORS)
@@ -163,7 +163,7 @@ def test_bad_inputs(method, kwargs, exc, match):
         ESTIMATORS[method](op, **kwargs)
 
 
-@pytest.mark.parametrize("method", ["hutchpp", "xtrace"])
+@pytest.mark.parametrize("method", ["hutchpp", "xtrace", "krylov"])
 def test_deflated_methods_need_four_products(method):
     with pytest.raises(ValueError, match=rf"num_matvecs: expected an int >= 4, got 3; {method}"):
         ESTIMATORS[method](op_of(MATRICES["indefinite"]()), 3)
