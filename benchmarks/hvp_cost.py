@@ -5,6 +5,14 @@ one gradient; one Hessian-vector product (graphs kept / streamed double backward
 forward-over-reverse); one ``matmat`` of 8 vectors per vector; one GGN product; peak memory;
 and the same products through curvlinops and PyHessian in the same process.
 
+The "flops x gradient" column counts the matrix-product and convolution flops each call
+executes (``torch.utils.flop_counter.FlopCounterMode``) relative to the gradient's: a lower
+bound on the time ratio unless the product's kernels run faster per flop than the gradient's.
+An exact Hessian-vector product needs the R-op of every layer (Pearlmutter 1994): for a
+linear or convolutional layer that is two products in the forward R-pass and four in the
+backward one, against one and two for the gradient, so the ratio is near 2 for layers in the
+middle of a network and lower only for the first layer (no input gradient) and the output.
+
 Run:  make bench-deps && .venv/bin/python benchmarks/hvp_cost.py [--threads 2] [--models mlp,cnn,transformer]
 Peers missing or failing are reported in the table, never hidden. The reference gradient and
 every row but the "1 batch" ones use the same batches; "1 batch" rows treat all samples as one
@@ -30,6 +38,18 @@ from curvlens.operators import GGNOperator, HessianOperator  # noqa: E402
 SIZES = {"mlp": (1024, 256), "cnn": (512, 128), "transformer": (256, 64)}
 
 
+def flops_of(fn) -> float:
+    """Matrix-product and convolution flops executed by ``fn()`` (NaN if counting fails)."""
+    try:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with FlopCounterMode(display=False) as fc:
+            fn()
+        return float(fc.get_total_flops())
+    except Exception:  # noqa: BLE001 - a missing count is shown as n/a
+        return float("nan")
+
+
 def curvlens_rows(model, loss, data, D, g, x, y):
     v = torch.randn(D, generator=g)
     V = torch.randn(D, 8, generator=g)
@@ -49,7 +69,7 @@ def curvlens_rows(model, loss, data, D, g, x, y):
             setup = time.perf_counter() - t0
             k = 1 if arg.ndim == 1 else arg.shape[1]
             t = timeit(lambda: op @ arg, repeat=3) / k
-            rows.append((label, t, peak_mib(lambda: op @ arg), setup))
+            rows.append((label, t, peak_mib(lambda: op @ arg), setup, flops_of(lambda: op @ arg) / k))
             del op
         except Exception as e:  # noqa: BLE001 - recorded in the table, never hidden
             rows.append((label, float("nan"), float("nan"), f"failed: {type(e).__name__}: {str(e)[:60]}"))
@@ -122,19 +142,21 @@ def main(argv=None) -> None:
         grad = full_gradient(model, loss, data)
         tg = timeit(grad, repeat=5)
         g = torch.Generator().manual_seed(0)
-        rows = [("gradient (reference)", tg, peak_mib(grad), 0.0)]
+        fg = flops_of(grad)
+        rows = [("gradient (reference)", tg, peak_mib(grad), 0.0, fg)]
         rows += curvlens_rows(model, loss, data, D, g, x, y)
         if not args.no_peers:
             rows += curvlinops_rows(model, loss, data, D, g)
             rows += pyhessian_rows(model, loss, x, y, data, g)
         table = []
-        for label, t, mem, setup in rows:
+        for label, t, mem, setup, *fl in rows:
             note = setup if isinstance(setup, str) else ""
             table.append({"method": label, "ms / product": fmt(t * 1e3, 1), "x gradient": fmt(t / tg),
+                          "flops x gradient": fmt(fl[0] / fg) if fl else "",
                           "peak MiB": fmt(mem, 0), "setup s": "" if note else fmt(setup),
                           "note": note})
         print(f"== {name}: {D:,} parameters, {n} samples in batches of {bs} ==")
-        print_table(table, ["method", "ms / product", "x gradient", "peak MiB", "setup s", "note"])
+        print_table(table, ["method", "ms / product", "x gradient", "flops x gradient", "peak MiB", "setup s", "note"])
         print()
 
 

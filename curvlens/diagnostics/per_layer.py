@@ -2,7 +2,7 @@
 
 For each block ``b`` (``op.blocks``, one per module by default) with diagonal block ``A_bb``:
 
-* ``traces[b] = tr(A_bb)`` (from one per-block Hutchinson/XTrace run, free of extra
+* ``traces[b] = tr(A_bb)`` (from one per-block Krylov/Hutchinson trace run, free of extra
   products), ``trace_share[b] = tr(A_bb) / tr(A)``; the shares add up to 1.
 * ``lambda_max[b]``: the top eigenvalue of ``A_bb`` alone (the sharpness a per-layer
   optimizer sees; by Cauchy interlacing ``lambda_max[b] <= lambda_max(A)``), by
