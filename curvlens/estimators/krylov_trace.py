@@ -47,6 +47,7 @@ from curvlens.estimators._deflation import deflated_row_samples
 from curvlens.estimators._probes import check_probe_kind, probe_vectors
 from curvlens.estimators.hutchpp import deflated_probe_rows
 from curvlens.estimators.trace import TraceResult, make_trace_result
+from curvlens.linalg._thick_restart import _RowBasis
 from curvlens.results import RunTimer
 
 
@@ -58,26 +59,23 @@ def krylov_basis(op, num_vectors: int, block_size: int, *, probe: str, chunk: in
     with fresh random directions, so ``r = min(num_vectors, D)`` products are always spent.
     """
     dim = op.dim
-    Qs: list[torch.Tensor] = []
-    Zs: list[torch.Tensor] = []
-    Q = torch.zeros(dim, 0, dtype=op.dtype, device=op.device)
-    X = Q
-    r = 0
-    while r < min(num_vectors, dim):
-        want = min(block_size, num_vectors - r, dim - r)
+    cap = min(num_vectors, dim)
+    Qb = _RowBasis(dim, cap, op.dtype, op.device)  # preallocated rows: no copy of the basis per step
+    Zb = _RowBasis(dim, cap, op.dtype, op.device)
+    X = torch.zeros(dim, 0, dtype=op.dtype, device=op.device)
+    while Qb.n < cap:
+        want = min(block_size, cap - Qb.n)
         if X.shape[1] < want:
             fresh = probe_vectors(dim, want - X.shape[1], kind=probe, dtype=op.dtype, device=op.device, generator=gen)
-            X = torch.cat([X, orth(fresh, against=torch.cat([Q, X], 1))], 1)
+            X = torch.cat([X, orth(fresh, against=torch.cat([Qb.rows.T, X], 1))], 1)
             if X.shape[1] == 0:
                 break
         X = X[:, :want]
         AX = apply_chunked(op, X, chunk)
-        Qs.append(X)
-        Zs.append(AX)
-        r += X.shape[1]
-        Q = torch.cat(Qs, 1)
-        X = orth(AX, against=Q)
-    return Q, (torch.cat(Zs, 1) if Zs else Q.clone())
+        Qb.append(X)
+        Zb.append(AX)
+        X = orth(AX, against=Qb.rows.T)
+    return Qb.rows.T, Zb.rows.T
 
 
 def krylov_trace(
