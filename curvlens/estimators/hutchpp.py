@@ -39,6 +39,31 @@ def deflated_probe_rows(op, Q, Z, k: int, *, probe: str, chunk: int, gen: torch.
     return deflated_row_samples(Q, Z, G, U, apply_chunked(op, U, chunk))
 
 
+def deflated_trace(op, Q, Z, *, m: int, target, mx: int, method: str, probe: str, chunk: int,
+                   gen: torch.Generator, timer: RunTimer, per_block: bool, callback) -> TraceResult:
+    """Finish a deflated estimator: residual probes in rounds (fixed budget ``m`` or adaptive up
+    to ``mx``), then the result. Shared by Hutch++ and the Krylov estimator."""
+    budget = m if target is None else mx
+    parts: list[torch.Tensor] = []
+    new = m - timer.matvecs
+    if Q.shape[1] >= op.dim:  # the basis spans everything: exact, no residual left to probe
+        zero = torch.zeros(op.dim, 2, dtype=op.dtype, device=op.device)
+        parts.append(deflated_row_samples(Q, Z, zero, zero, zero))
+        new = 0
+    while new > 0:
+        parts.append(deflated_probe_rows(op, Q, Z, new, probe=probe, chunk=chunk, gen=gen))
+        call_back(callback, timer.matvecs, budget)
+        if target is None:
+            break
+        samples = torch.cat(parts, 1).sum(0)
+        est, se = mean_stderr(samples)
+        new = next_round(samples.numel(), timer.matvecs, rel(float(se), float(est)), target, mx)
+    return make_trace_result(
+        torch.cat(parts, 1), op.blocks if per_block else None, method=method, probe=probe, timer=timer,
+        target=target, max_matvecs=mx,
+    )
+
+
 def hutchpp_trace(
     op,
     num_matvecs: int = 100,
@@ -94,23 +119,10 @@ def hutchpp_trace(
     chunk = check_chunk(chunk_size)
     gen = resolve_generator(generator)
     timer = RunTimer(op, gen)
-    budget = m if target is None else mx
     Q, Z = hutchpp_sketch(op, m // 3, probe=probe, chunk=chunk, gen=gen)
-    call_back(callback, timer.matvecs, budget)
-    parts: list[torch.Tensor] = []
-    new = m - timer.matvecs
-    while new > 0:
-        parts.append(deflated_probe_rows(op, Q, Z, new, probe=probe, chunk=chunk, gen=gen))
-        call_back(callback, timer.matvecs, budget)
-        if target is None:
-            break
-        samples = torch.cat(parts, 1).sum(0)
-        est, se = mean_stderr(samples)
-        new = next_round(samples.numel(), timer.matvecs, rel(float(se), float(est)), target, mx)
-    return make_trace_result(
-        torch.cat(parts, 1), op.blocks if per_block else None, method="hutchpp", probe=probe, timer=timer,
-        target=target, max_matvecs=mx,
-    )
+    call_back(callback, timer.matvecs, m if target is None else mx)
+    return deflated_trace(op, Q, Z, m=m, target=target, mx=mx, method="hutchpp", probe=probe, chunk=chunk,
+                          gen=gen, timer=timer, per_block=per_block, callback=callback)
 
 
-__all__ = ["hutchpp_trace"]
+__all__ = ["hutchpp_trace", "deflated_trace"]

@@ -38,15 +38,11 @@ from curvlens.estimators._common import (
     check_chunk,
     check_int,
     check_operator,
-    mean_stderr,
-    next_round,
     orth,
-    rel,
 )
-from curvlens.estimators._deflation import deflated_row_samples
 from curvlens.estimators._probes import check_probe_kind, probe_vectors
-from curvlens.estimators.hutchpp import deflated_probe_rows
-from curvlens.estimators.trace import TraceResult, make_trace_result
+from curvlens.estimators.hutchpp import deflated_trace
+from curvlens.estimators.trace import TraceResult
 from curvlens.linalg._thick_restart import _RowBasis
 from curvlens.results import RunTimer
 
@@ -153,28 +149,11 @@ def krylov_trace(
     chunk = check_chunk(chunk_size)
     gen = resolve_generator(generator)
     timer = RunTimer(op, gen)
-    budget = m if target is None else mx
     n_kry = min(max(1, int(math.floor(krylov_fraction * m + 0.5))), m - 2)
     Q, Z = krylov_basis(op, n_kry, bs, probe=probe, chunk=chunk, gen=gen)
-    call_back(callback, timer.matvecs, budget)
-    parts: list[torch.Tensor] = []
-    new = m - timer.matvecs
-    if Q.shape[1] >= op.dim:  # the basis spans everything: exact, no residual left to probe
-        zero = torch.zeros(op.dim, 2, dtype=op.dtype, device=op.device)
-        parts.append(deflated_row_samples(Q, Z, zero, zero, zero))
-        new = 0
-    while new > 0:
-        parts.append(deflated_probe_rows(op, Q, Z, new, probe=probe, chunk=chunk, gen=gen))
-        call_back(callback, timer.matvecs, budget)
-        if target is None:
-            break
-        samples = torch.cat(parts, 1).sum(0)
-        est, se = mean_stderr(samples)
-        new = next_round(samples.numel(), timer.matvecs, rel(float(se), float(est)), target, mx)
-    return make_trace_result(
-        torch.cat(parts, 1), op.blocks if per_block else None, method="krylov", probe=probe, timer=timer,
-        target=target, max_matvecs=mx,
-    )
+    call_back(callback, timer.matvecs, m if target is None else mx)
+    return deflated_trace(op, Q, Z, m=m, target=target, mx=mx, method="krylov", probe=probe, chunk=chunk,
+                          gen=gen, timer=timer, per_block=per_block, callback=callback)
 
 
 __all__ = ["krylov_trace", "krylov_basis"]
