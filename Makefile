@@ -7,7 +7,7 @@ TORCH   ?= torch==2.13.0
 BIN     := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: test demo venv bench-deps bench clean
+.PHONY: test lint demo venv bench-deps bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -19,6 +19,10 @@ venv: $(BIN)/python
 
 test: venv
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# pyflakes-level checks (unused or undefined names, syntax); configured in pyproject.toml
+lint: venv
+	$(BIN)/ruff check curvlens cli tests benchmarks examples
 
 demo: venv
 	$(BIN)/curvlens analyze --demo

@@ -7,7 +7,6 @@ the same process. Peers are imported lazily; a missing or failing peer is record
 from __future__ import annotations
 
 import gc
-import statistics
 import time
 from typing import Callable
 

@@ -70,7 +70,7 @@ def curvlens_rows(model, loss, data, D, g, x, y):
             k = 1 if arg.ndim == 1 else arg.shape[1]
             t = timeit(lambda: op @ arg, repeat=3) / k
             rows.append((label, t, peak_mib(lambda: op @ arg), setup, flops_of(lambda: op @ arg) / k))
-            del op
+            op = None  # free the graphs before the next row
         except Exception as e:  # noqa: BLE001 - recorded in the table, never hidden
             rows.append((label, float("nan"), float("nan"), f"failed: {type(e).__name__}: {str(e)[:60]}"))
     return rows

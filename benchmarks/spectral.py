@@ -104,7 +104,17 @@ def rel_err(values, ref) -> float:
     return float(np.max(np.abs(v - ref) / np.abs(ref)))
 
 
-def defaults_and_search(pb, k, ref, limit, seed=0):
+def gradient_seconds(pb, repeats: int = 3) -> float:
+    """CPU seconds of one full-batch gradient (best of ``repeats``): the unit of "x gradient"."""
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.process_time()
+        torch.autograd.grad(pb.loss(pb.model(pb.x), pb.y), pb.params)
+        best = min(best, time.process_time() - t0)
+    return best
+
+
+def defaults_and_search(pb, k, ref, limit, seed=0, libraries=None):
     """[(role, Run)] for each library: defaults, then the cheapest setting reaching TARGET."""
     searches = {
         "curvlens": [lambda: peers.curvlens_topk(pb, k, seed=seed, limit=limit)]
@@ -129,6 +139,8 @@ def defaults_and_search(pb, k, ref, limit, seed=0):
               for b in (1, None) for r in (1e-1, 3e-2, 1e-2, 1e-3) if (r, b) != (1e-3, None)]
     out = []
     for lib, settings in searches.items():
+        if libraries is not None and lib not in libraries:
+            continue
         default = settings[0]()
         out.append(("defaults", default))
         if lib == "curvlens":
@@ -159,8 +171,8 @@ def defaults_and_search(pb, k, ref, limit, seed=0):
     return out
 
 
-def topk_table(pb, k, ref, limit):
-    rows, runs = [], defaults_and_search(pb, k, ref, limit)
+def topk_table(pb, k, ref, limit, libraries=None, grad_s=None):
+    rows, runs = [], defaults_and_search(pb, k, ref, limit, libraries=libraries)
     for role, r in runs:
         e = rel_err(r.values, ref)
         flag = ""
@@ -172,6 +184,7 @@ def topk_table(pb, k, ref, limit):
             "library": r.library, "run": role, "setting": r.setting,
             "products": r.matvecs if not (r.error and r.matvecs == 0) else "",
             "seconds": fmt(r.seconds), "rel. error": f"{e:.1e}" if e == e else "n/a",
+            "x gradient": fmt(r.seconds / grad_s) if grad_s and r.seconds == r.seconds else "",
             "note": r.error or flag,
         })
     return rows, runs
@@ -398,6 +411,11 @@ def main(argv=None) -> None:
     ap.add_argument("--density-seeds", type=int, default=3, help="seeds for the density rows (default 3)")
     ap.add_argument("--trace-seeds", type=int, default=None, help="seeds for the trace rows (default 10, quick 3)")
     ap.add_argument("--max-matvecs", type=int, default=None, help="product cap per run (default 2000, quick 600)")
+    ap.add_argument("--ks", default="1,5", help="top-k rows to run (default 1,5)")
+    ap.add_argument("--libraries", default=None,
+                    help="comma list of libraries in the top-k rows (default all: curvlens, PyHessian, "
+                         "hessian-eigenthings, curvlinops)")
+    ap.add_argument("--topk-only", action="store_true", help="only the top-k rows (no trace/density sections)")
     args = ap.parse_args(argv)
     set_threads(args.threads)
     warnings.simplefilter("ignore")  # libraries' convergence warnings: the tables carry that information
@@ -406,7 +424,8 @@ def main(argv=None) -> None:
     t_start = time.perf_counter()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, float32 products; "
           f"relative errors vs the references below; product cap per run {limit}")
-    print("products: counted by wrapping each library's product function/operator; seconds include operator setup\n")
+    print("products: counted by wrapping each library's product function/operator; seconds: CPU time "
+          "(time.process_time, the machine is shared; use --threads 1), operator setup included\n")
     targets: list[tuple[str, bool, str]] = []
 
     for name in models:
@@ -427,10 +446,13 @@ def main(argv=None) -> None:
         if name == "small":
             print(f"exact spectrum: [{eigs.min():.4g}, {eigs.max():.4g}], trace {eigs.sum():.6g}, "
                   f"{int((eigs < 0).sum())} negative eigenvalues")
-        for k in (1, 5):
+        grad_s = gradient_seconds(pb)
+        print(f"one full-batch gradient: {grad_s:.3g} CPU s ('x gradient' = CPU seconds / this)")
+        libraries = None if args.libraries is None else args.libraries.split(",")
+        for k in (int(v) for v in args.ks.split(",")):
             print(f"\n-- top-{k} eigenvalues --")
-            rows, runs = topk_table(pb, k, ref5[:k], limit)
-            print_table(rows, ["library", "run", "setting", "products", "seconds", "rel. error", "note"])
+            rows, runs = topk_table(pb, k, ref5[:k], limit, libraries=libraries, grad_s=grad_s)
+            print_table(rows, ["library", "run", "setting", "products", "seconds", "x gradient", "rel. error", "note"])
             if k == 5:
                 reach = {r.library: r for role, r in runs if role.startswith("reaches") and not r.error}
                 cl = reach.get("curvlens")
@@ -446,7 +468,7 @@ def main(argv=None) -> None:
                         det += "; did not reach it: " + ", ".join(unreached)
                     targets.append((f"{name}: top-5 to 1e-3 with fewer products and less time than every peer",
                                     fewer and faster, f"curvlens {cl.matvecs} products / {cl.seconds:.2f} s; {det}"))
-        if name == "small":
+        if name == "small" and not args.topk_only:
             seeds = list(range(args.trace_seeds or (3 if args.quick else 10)))
             print(f"\n-- trace at 100 products, {len(seeds)} seeds (exact {eigs.sum():.6g}) --")
             rows, tsum = trace_rows(pb, float(eigs.sum()), seeds)

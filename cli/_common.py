@@ -40,33 +40,75 @@ def setup_logging(verbose: bool) -> None:
                         format="%(levelname)s %(name)s: %(message)s")
 
 
-class Progress:
-    """Library callbacks ``(stage, done, total)`` -> one click progress bar per stage on stderr."""
+def _clock(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    return f"{seconds // 60}:{seconds % 60:02d}" if seconds < 3600 else f"{seconds // 3600}h{seconds // 60 % 60:02d}m"
 
-    def __init__(self, enabled: bool):
+
+class Progress:
+    """Library callbacks ``(stage, done, total)`` -> progress with percentage and ETA on stderr.
+
+    On a terminal one bar per stage is redrawn in place (``top  [#####-----]  50%  ETA 0:04``);
+    otherwise (a log file, CI) one line is written when a stage starts, at most every
+    ``interval`` seconds while it runs, and when it ends with its duration. The fraction done is
+    ``done / total`` of the latest call, never going back (a stage that restarts its counter,
+    e.g. one Lanczos run per probe, keeps its progress); the ETA is the elapsed time scaled by
+    the fraction left.
+    """
+
+    WIDTH = 24
+
+    def __init__(self, enabled: bool, *, stream: Any = None, tty: bool | None = None, interval: float = 10.0,
+                 clock: Callable[[], float] | None = None):
+        import time
+
         self.enabled = enabled
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)()) if tty is None else tty
+        self.interval = interval
+        self.clock = clock or time.perf_counter
         self.stage: str | None = None
-        self.bar: Any = None
-        self.done = 0
+        self.fraction = 0.0
+        self.started = self.last_line = 0.0
+
+    def _write(self, text: str) -> None:
+        self.stream.write(text)
+        self.stream.flush()
+
+    def _eta(self, now: float) -> str:
+        if self.fraction <= 0:
+            return "ETA --:--"
+        return f"ETA {_clock((now - self.started) * (1 - self.fraction) / self.fraction)}"
 
     def __call__(self, stage: str, done: int, total: int) -> None:
         if not self.enabled:
             return
+        now = self.clock()
         if stage != self.stage:
             self.close()
-            self.stage, self.done = stage, 0
-            self.bar = click.progressbar(length=max(int(total), 1), label=f"{stage:<15}", file=sys.stderr,
-                                         show_eta=False, show_percent=True)
-            self.bar.__enter__()
-        step = max(0, min(int(done), int(total)) - self.done)
-        if step:
-            self.bar.update(step)
-            self.done += step
+            self.stage, self.fraction, self.started = stage, 0.0, now
+            self.last_line = now
+            if not self.tty:
+                self._write(f"{stage}: started\n")
+        total = max(int(total), 1)
+        self.fraction = max(self.fraction, min(max(int(done), 0) / total, 1.0))
+        pct = f"{100 * self.fraction:3.0f}%"
+        if self.tty:
+            filled = int(round(self.WIDTH * self.fraction))
+            bar = "#" * filled + "-" * (self.WIDTH - filled)
+            self._write(f"\r{stage:<15} [{bar}] {pct}  {self._eta(now)}  ")
+        elif now - self.last_line >= self.interval and self.fraction < 1.0:
+            self.last_line = now
+            self._write(f"{stage}: {pct.strip()} done, {self._eta(now)}\n")
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(None, None, None)
-            self.bar = None
+        """End the current stage's bar (or write its closing line)."""
+        if self.stage is None:
+            return
+        took = _clock(self.clock() - self.started)
+        self._write(f"\r{self.stage:<15} [{'#' * self.WIDTH}] 100%  in {took}    \n" if self.tty
+                    else f"{self.stage}: done in {took}\n")
+        self.stage = None
 
 
 def csv_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[str] | None:

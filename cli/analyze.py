@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 import warnings
@@ -14,10 +15,18 @@ ANALYSES = ("conditioning", "sharpness", "saddle", "density", "trace", "noise", 
 
 
 def _check_out(out: str) -> None:
-    """Fail before any work if ``out`` cannot be created or written."""
+    """Fail before any work if ``out`` could not be written; creates nothing (a failed run leaves
+    no empty folder behind: the folder appears only with the complete results)."""
+    target = os.path.abspath(out)
+    if os.path.exists(target) and not os.path.isdir(target):
+        raise click.ClickException(f"--out {out} exists and is not a folder; pass a folder path")
+    existing = target
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise click.ClickException(f"output directory not writable: {out} (Not a directory); pass a writable --out")
     try:
-        os.makedirs(out, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".curvlens-write-test-"):
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".curvlens-write-test-"):
             pass
     except OSError as e:
         raise click.ClickException(
@@ -28,8 +37,8 @@ def _check_out(out: str) -> None:
 def _check_budget_and_loss(budget: str | None, loss: str):
     """Bad --budget / --loss values are usage errors (exit 2), found before any loading."""
     from curvlens.diagnostics.driver import parse_budget
-    from curvlens.io.factory import is_factory_spec
-    from curvlens.io.losses import resolve_loss
+    from curvlens.problem.factory import is_factory_spec
+    from curvlens.problem.losses import resolve_loss
 
     if budget is not None and budget.strip().isdigit():
         budget = int(budget)  # a plain number counts products; the library parses only durations from str
@@ -40,8 +49,8 @@ def _check_budget_and_loss(budget: str | None, loss: str):
     if not is_factory_spec(loss):
         try:
             resolve_loss(loss)
-        except ValueError as e:
-            raise click.BadParameter(str(e), param_hint="--loss") from e
+        except ValueError as e:  # "loss: ..." -> "Invalid value for --loss: ..."
+            raise click.BadParameter(str(e).removeprefix("loss: "), param_hint="--loss") from e
     return budget, loss
 
 
@@ -54,11 +63,13 @@ def _check_budget_and_loss(budget: str | None, loss: str):
               help="Evaluation data: .pt/.npz/.h5 with inputs/targets, or a factory returning a dataset/loader.")
 @click.option("--data-keys", metavar="INPUTS,TARGETS", help="Keys of inputs and targets in the data file.")
 @click.option("--loss", default="cross_entropy", show_default=True,
-              help="cross_entropy, mse, nll, bce (logits), bce_probs, or module:function.")
+              help="cross_entropy, nll (log-probabilities), mse, bce_with_logits (logits), bce_probs "
+                   "(probabilities), or module:function.")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Batch size for products (and the training batch size for recommendations).")
 @click.option("--num-samples", type=click.IntRange(min=1), help="Use only the first N samples.")
 @click.option("--budget", default=None, metavar="MATVECS|DURATION",
-              help="Total budget: curvature products (e.g. 600) or time (e.g. 90s, 2m).")
+              help="Total budget: curvature products (e.g. 600) or time (e.g. 90s, 2m).  [default: 300 products; "
+                   "--demo: 800]")
 @click.option("--only", callback=csv_list, metavar="LIST", help=f"Run only these: {','.join(ANALYSES)}.")
 @click.option("--skip", callback=csv_list, metavar="LIST", help="Skip these analyses.")
 @click.option("--per-layer/--no-per-layer", default=True, show_default=True, help="Per-layer breakdown.")
@@ -105,72 +116,110 @@ def command(checkpoint, demo, model_spec, data_spec, data_keys, loss, batch_size
     _check_out(out)
 
     from curvlens_cli import _problem
+    from curvlens_cli._words import analysis_to_cli, to_cli
 
     if not quiet:
         click.echo("loading ...", err=True)
+    with warnings.catch_warnings(record=True) as load_warnings:  # torch's own warnings: shown with -v
+        warnings.simplefilter("always")
+        try:
+            if demo:
+                prob, demo_lr, demo_momentum = _problem.demo(seed, dtype)
+            else:
+                prob = _problem.load(checkpoint, model=model_spec, data=data_spec, data_keys=data_keys, loss=loss,
+                                     batch_size=batch_size, num_samples=num_samples, trust=trust_checkpoint,
+                                     device=device, dtype=dtype)
+        finally:
+            if verbose:
+                for w in load_warnings:
+                    click.echo(f"warning: {w.category.__name__}: {w.message}", err=True)
+    notes = list(prob.notes)
+    notes.append(_problem.eval_mode_note(prob.model))
     if demo:
-        prob = _problem.demo(seed, dtype)
-    else:
-        prob = _problem.load(checkpoint, model=model_spec, data=data_spec, data_keys=data_keys, loss=loss,
-                             batch_size=batch_size, num_samples=num_samples, trust=trust_checkpoint,
-                             device=device, dtype=dtype)
+        if budget is None:
+            budget = _problem.DEMO_BUDGET
+        if lr is None:
+            lr, momentum = demo_lr, demo_momentum
+            notes.append(f"demo: sharpness is compared with the optimizer that trained the model (full-batch SGD, "
+                         f"lr={lr:g}, momentum={momentum:g}); pass lr= to compare with another")
+    too_big = [b for b in batch_sizes or [] if b > prob.num_samples]
+    if too_big:
+        raise click.BadParameter(
+            f"{too_big[0]} is larger than the data ({prob.num_samples} samples), so a minibatch of that size "
+            f"cannot be drawn; pass sizes up to {prob.num_samples}, e.g. "
+            f"{','.join(str(b) for b in _problem.ladder(prob.num_samples))}", param_hint="--batch-sizes")
     for note in prob.notes:
-        click.echo(f"note: {note}", err=True)
+        click.echo(f"note: {to_cli(note)}", err=True)
+    if demo and not quiet:
+        click.echo(f"note: {to_cli(notes[-1])}", err=True)
 
     from curvlens.diagnostics import analyze
 
+    from curvlens_cli import _distributed
+
+    rank, world = (_distributed.init(device) if _distributed.launched_by_torchrun() else (0, 1))
+    if world > 1:  # torchrun: this rank's shard, products summed over the ranks; rank 0 reports
+        subject = _distributed.shard_problem(prob, rank, world)
+        quiet = quiet or rank != 0
+        notes.append(f"analyzed on {world} processes (torch.distributed); each held a shard of the "
+                     f"{prob.num_samples} samples")
+    else:
+        subject = prob
     progress = Progress(enabled=not quiet)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            result = analyze(prob.model, prob.loss_fn, prob.data, curvature=curvature, which=only, skip=skip,
-                             budget=budget, lr=lr, momentum=momentum, batch_sizes=batch_sizes,
+            args = (subject,) if world > 1 else (prob.model, prob.loss_fn, _problem.analysis_data(prob))
+            result = analyze(*args, curvature=curvature, which=only,
+                             skip=skip, budget=budget, lr=lr, momentum=momentum, batch_sizes=batch_sizes,
                              per_layer=per_layer, generator=seed, callback=progress)
         finally:
             progress.close()
+    result = dataclasses.replace(result, notes=tuple(notes[len(prob.notes):]) + tuple(result.notes))
+    if result.per_layer is not None:  # module types beside the module paths ("0" -> "0 · Linear 2→32")
+        labels = tuple(_problem.layer_label(prob.model, n) for n in result.per_layer.block_names)
+        result = dataclasses.replace(result, per_layer=dataclasses.replace(result.per_layer, block_names=labels))
+    ours = [w for w in caught if "curvlens" in (w.filename or "") or str(w.message).startswith("analyze")]
     for w in caught:
         if verbose:
-            click.echo(f"warning: {w.message}", err=True)
-    if caught and not verbose and not quiet:
-        click.echo(f"note: {len(caught)} estimate(s) stopped before their tolerance within the budget "
+            click.echo(f"warning: {analysis_to_cli(str(w.message))}", err=True)
+    if ours and not verbose and not quiet:
+        click.echo(f"note: {len(ours)} estimate(s) stopped before their tolerance within the budget "
                    "(marked in the table); raise --budget, details with -v", err=True)
-    written = write_outputs(result, out, batch_size=batch_size, title=f"curvlens: {prob.source}")
+    if rank != 0:  # the other ranks computed the same result; rank 0 writes it
+        return
+    written = write_outputs(result, out, batch_size=batch_size, title=f"curvlens: {prob.source}",
+                            words=analysis_to_cli)
 
     from curvlens.report import summary_table
 
-    click.echo(summary_table(result))
+    click.echo(summary_table(result, words=analysis_to_cli))
     if not quiet:
         click.echo(f"\nwrote {', '.join(sorted(os.path.basename(str(p)) for p in written))} to {out}/")
 
 
-def write_outputs(result, out: str, *, batch_size: int | None = None, title: str | None = None) -> list:
-    """results.h5, summary.json, report.html and figures into ``out``, all or nothing.
+def write_outputs(result, out: str, *, batch_size: int | None = None, title: str | None = None,
+                  words=None) -> list:
+    """results.h5, summary.json, report.html, figures and manifest.json into ``out``, as one unit.
 
-    Everything is first written into a hidden staging folder inside ``out``; only when every
-    file is complete are they moved into place (``os.replace``, atomic per file). A failure
-    while writing leaves the previous results in ``out`` untouched and no temporary files.
+    Everything is written into a staging folder beside ``out``; only when every file is
+    complete does it replace ``out`` (:func:`curvlens.io.atomic.atomic_directory`: one rename
+    of the whole folder when ``out`` holds only curvlens outputs, else file by file with the
+    manifest last). A failure while writing leaves the previous results untouched, no staging
+    folder and, for a new ``out``, no folder at all.
     """
-    import shutil
-
+    from curvlens.io.atomic import atomic_directory, write_json_atomic
     from curvlens.io.hdf5 import save_result
-    from curvlens.io.atomic import write_json_atomic
     from curvlens.recommend import recommend
     from curvlens.report import write_report
-    from curvlens.report.html import FIGURES
+    from curvlens.report.html import FIGURES, REPORT_FILE
 
     rec = recommend(result, {"batch_size": batch_size, "lr": result.lr, "momentum": result.momentum})
-    os.makedirs(out, exist_ok=True)
-    stage = tempfile.mkdtemp(prefix=".curvlens-staging-", dir=out)
-    try:
+    owned = {"results.h5", "summary.json", REPORT_FILE, *(f[1] for f in FIGURES)}
+    with atomic_directory(out, owned=owned) as stage:
         save_result(result, os.path.join(stage, "results.h5"))
         write_json_atomic(result.summary(), os.path.join(stage, "summary.json"))
-        paths = write_report(result, stage, recommendation=rec, title=title)
+        kw = {} if words is None else {"words": words}
+        paths = write_report(result, stage, recommendation=rec, title=title, **kw)
         names = ["results.h5", "summary.json", *(os.path.basename(str(p)) for p in paths.values())]
-        for name in names:
-            os.replace(os.path.join(stage, name), os.path.join(out, name))
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-    for _, fname, *_ in FIGURES:  # figures of an earlier run that this run did not measure
-        if fname not in names and os.path.isfile(os.path.join(out, fname)):
-            os.remove(os.path.join(out, fname))
-    return [os.path.join(out, n) for n in names]
+    return [os.path.join(out, n) for n in [*names, "manifest.json"]]

@@ -27,17 +27,30 @@ def command(results, labels, out, verbose, quiet):
                                  param_hint="--labels")
     from curvlens.io.hdf5 import load_result
     from curvlens.report import comparison_table, write_comparison
+    from curvlens.report.figures_series import is_series
 
     analyses = []
     for path in results:
         if not os.path.exists(path):
             raise click.ClickException(f"results file not found: {path}")
         res = load_result(path)
-        if not hasattr(res, "summary"):
+        if not hasattr(res, "summary") and not is_series(res):
             raise click.ClickException(f"{path} holds a {type(res).__name__}, not an analysis")
         analyses.append(res)
     labels = labels or _labels(results)
-    click.echo(comparison_table(analyses, labels))
+    kinds = {is_series(a) for a in analyses}
+    if kinds == {True}:  # training monitors' time series: overlaid curves
+        paths = write_comparison(analyses, labels, out)
+        if not quiet:
+            names = sorted(os.path.basename(str(p)) for p in (paths.values() if isinstance(paths, dict) else paths))
+            click.echo(f"wrote {', '.join(names)} to {out}/")
+        return
+    if len(kinds) > 1:
+        raise click.UsageError("compare takes either analyses (results.h5 of analyze) or monitor series (run.h5), "
+                               "not a mix of both")
+    from curvlens_cli._words import analysis_to_cli
+
+    click.echo(analysis_to_cli(comparison_table(analyses, labels)))
     paths = write_comparison(analyses, labels, out)
     if not quiet:
         names = sorted(os.path.basename(str(p)) for p in (paths.values() if isinstance(paths, dict) else paths))

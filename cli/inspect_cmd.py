@@ -66,14 +66,15 @@ def command(checkpoint: str, fmt: str, max_rows: int, verbose: bool) -> None:
     objects: a fully pickled module is only scanned for the classes it names.
     """
     from curvlens.errors import CurvlensError
-    from curvlens.io.checkpoint import inspect_checkpoint
+    from curvlens.problem.checkpoint import inspect_checkpoint
+    from curvlens_cli._words import to_cli
 
     try:
         summary = inspect_checkpoint(checkpoint)
     except (CurvlensError, ValueError, TypeError, OSError) as e:
         if verbose:
             click.echo(traceback.format_exc(), err=True)
-        raise click.ClickException(str(e)) from e
+        raise click.ClickException(to_cli(str(e))) from e
     if fmt == "json":
         click.echo(json.dumps(summary.to_dict(), indent=2))
     else:

@@ -27,6 +27,14 @@ def command(results, out, batch_size, title, verbose, quiet):
     from curvlens.report import summary_table, write_report
 
     result = load_result(results)
+    from curvlens.report.figures_series import is_series, write_series_report
+
+    if is_series(result):  # a training monitor's time series: its curves
+        out = out or os.path.dirname(os.path.abspath(results))
+        paths = write_series_report(result, out, title=title)
+        if not quiet:
+            click.echo(f"wrote {', '.join(sorted(os.path.basename(str(p)) for p in paths.values()))} to {out}/")
+        return
     if not hasattr(result, "summary") or not hasattr(result, "curvature"):
         raise click.ClickException(
             f"{results} holds a {type(result).__name__}, not an analysis; write one with `curvlens analyze`"

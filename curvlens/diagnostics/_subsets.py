@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from curvlens.operators._data import collect_batches
+from curvlens.problem.batches import collect_batches
 
 
 class Samples:

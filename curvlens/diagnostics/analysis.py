@@ -28,16 +28,22 @@ SUMMARY_KEYS: dict[str, str] = {
     "lambda_max_certified": "its true residual met the tolerance",
     "lambda_min": "smallest (most negative) eigenvalue",
     "lambda_min_certified": "its true residual met the tolerance",
+    "lambda_min_residual": "true residual of lambda_min",
+    "lambda_min_status": "'verified', 'resolved' (an eigenvalue near theta_min), 'unresolved' or 'not_measured'",
+    "lambda_min_upper_bound": "theta_min: lambda_min <= theta_min (Ritz values lie inside the spectrum)",
     "condition_number": "lambda_max / lambda_min when certified lambda_min > 0, else None",
+    "condition_number_lower_bound": "kappa >= theta_max / theta_min, holds without convergence",
     "effective_condition_number": "lambda_max / (trace / D) (else lambda_max / lambda_k)",
     "trace": "trace estimate",
     "trace_stderr": "its standard error",
     "saddle_index": "fraction of negative eigenvalues (SLQ)",
-    "saddle_index_stderr": "its standard error across probes",
+    "saddle_index_stderr": "its standard error across probes (at least half the bounds' width when unresolved)",
     "saddle_index_bounds": "[lower, upper] Gauss quadrature bounds of the saddle index (SLQ; probe noise on top)",
     "saddle_index_resolved": "bounds narrow enough for the verdict to use the saddle index (else: negative mass)",
     "negative_mass": "sum |l<0| / sum |l| (SLQ)",
-    "negative_mass_stderr": "its standard error across probes",
+    "negative_mass_stderr": "its standard error across probes (the larger of delta-method and per-probe spread)",
+    "negative_mass_interval": "[lower, upper] 95% interval of negative_mass (Student t over the probes)",
+    "relative_curvature": "max(0, -lambda_min) / lambda_max, what the saddle verdict rests on",
     "saddle_verdict": "'near_minimum', 'saddle_region' or 'strongly_indefinite'",
     "lr": "learning rate given",
     "momentum": "momentum given",
@@ -108,7 +114,10 @@ class AnalysisResult:
         if c is not None:
             s.update(lambda_max=c.lambda_max, lambda_max_certified=c.lambda_max_certified, lambda_min=c.lambda_min,
                      lambda_min_certified=c.lambda_min_certified, condition_number=c.condition_number,
-                     effective_condition_number=c.effective_condition_number)
+                     effective_condition_number=c.effective_condition_number,
+                     lambda_min_residual=c.lambda_min_residual, lambda_min_status=c.lambda_min_status,
+                     lambda_min_upper_bound=c.lambda_min_upper_bound,
+                     condition_number_lower_bound=c.condition_number_lower_bound)
         else:
             if self.top is not None:
                 s.update(lambda_max=float(self.top.eigenvalues[0]), lambda_max_certified=bool(self.top.converged[0]))
@@ -124,7 +133,9 @@ class AnalysisResult:
                      saddle_index_bounds=None if b is None else [float(b[0]), float(b[1])],
                      saddle_index_resolved=d.fraction_negative_resolved,
                      negative_mass=d.negative_mass, negative_mass_stderr=d.negative_mass_stderr,
-                     saddle_verdict=d.verdict)
+                     negative_mass_interval=None if d.negative_mass_interval is None
+                     else [float(x) for x in d.negative_mass_interval],
+                     relative_curvature=d.relative_curvature, saddle_verdict=d.verdict)
         if self.sharpness is not None:
             s.update(stability_threshold=self.sharpness.threshold, sharpness_ratio=self.sharpness.ratio)
         n = self.noise

@@ -42,6 +42,7 @@ import torch
 
 from curvlens._rng import resolve_generator
 from curvlens.diagnostics._checks import check_callback, check_float, check_int
+from curvlens.diagnostics._noise_fit import fit_noise_law, fit_variance_law, variance_interval
 from curvlens.estimators import probe_vectors
 from curvlens.linalg import top_eigenpairs
 from curvlens.results import RunInfo, register_result
@@ -63,12 +64,20 @@ class NoiseStudyResult:
             noise removed for the trace), and ``std / |full value|``.
         full_values: float64 ``(Q,)`` full-data values.
         fit_a, fit_b: float64 ``(Q,)`` of ``var(B) ~ a + b / B``.
-        critical_batch: float64 ``(Q,)`` smallest batch with predicted rstderr <= target (inf if
-            never, NaN if not measurable).
+        critical_batch: float64 ``(Q,)`` smallest batch with predicted rstderr <= target (inf
+            only with fit status ``"floor_above_target"``, NaN only with ``"not_measured"``).
         target_rstderr: the target relative standard error.
         num_draws: minibatches per rung.
         notes: degenerate cases and budget decisions, one sentence each.
         info: matvecs (full-data equivalents), time, seed.
+        rstderr_low, rstderr_high: float64 ``(Q, B)`` chi-square ``confidence`` interval of
+            ``rstderr`` (NaN with fewer than 2 draws).
+        critical_low, critical_high: float64 ``(Q,)`` bootstrap ``confidence`` interval of
+            ``critical_batch`` (see :func:`~curvlens.diagnostics._noise_fit.fit_noise_law`).
+        fit_status: per quantity, one of ``FIT_STATUSES`` (``"ok"``, ``"finite_population"``,
+            ``"single_rung"``, ``"no_decrease"``, ``"constant"``, ``"floor_above_target"``,
+            ``"not_measured"``); the reason is in ``notes`` whenever it is not ``"ok"``.
+        confidence: coverage of the intervals.
     """
 
     batch_sizes: torch.Tensor
@@ -84,6 +93,19 @@ class NoiseStudyResult:
     num_draws: int
     notes: tuple[str, ...]
     info: RunInfo
+    rstderr_low: torch.Tensor | None = None
+    rstderr_high: torch.Tensor | None = None
+    critical_low: torch.Tensor | None = None
+    critical_high: torch.Tensor | None = None
+    fit_status: tuple[str, ...] = ()
+    confidence: float = 0.95
+
+    def critical_interval(self, quantity: str) -> tuple[float, float]:
+        """``(critical_low, critical_high)`` of one quantity by name (NaNs when not computed)."""
+        if self.critical_low is None or self.critical_high is None:
+            return math.nan, math.nan
+        i = self.quantities.index(quantity)
+        return float(self.critical_low[i]), float(self.critical_high[i])
 
     def critical(self, quantity: str) -> float:
         """``critical_batch`` of one quantity by name."""
@@ -102,40 +124,6 @@ def default_batch_sizes(num_samples: int, max_rungs: int = 5) -> list[int]:
         ladder.append(b)
         b *= 2
     return ladder[-max_rungs:]
-
-
-def fit_variance_law(batch_sizes, variances) -> tuple[float, float]:
-    """Least-squares fit of ``var(B) = a + b / B`` as ``B var = b + a B``; returns ``(a, b)``.
-
-    Rungs with a non-finite variance are ignored; one rung gives ``a = 0``; none gives NaNs.
-
-    Example:
-        >>> a, b = fit_variance_law([2, 4, 8], [1.0 + 4 / 2, 1.0 + 4 / 4, 1.0 + 4 / 8])
-        >>> round(a, 9), round(b, 9)
-        (1.0, 4.0)
-    """
-    B = np.asarray(batch_sizes, dtype=np.float64)
-    v = np.asarray(variances, dtype=np.float64)
-    ok = np.isfinite(v)
-    B, v = B[ok], v[ok]
-    if B.size == 0:
-        return math.nan, math.nan
-    if B.size == 1 or np.all(B == B[0]):
-        return 0.0, float(np.mean(B * v))
-    M = np.stack([np.ones_like(B), B], axis=1)
-    (b, a), *_ = np.linalg.lstsq(M, B * v, rcond=None)
-    return float(a), float(b)
-
-
-def _critical(a: float, b: float, full: float, target: float) -> float:
-    if not (math.isfinite(a) and math.isfinite(b) and math.isfinite(full)) or full == 0:
-        return math.nan
-    room = (target * abs(full)) ** 2 - a
-    if b <= 0:
-        return 1.0 if room >= 0 else math.inf
-    if room <= 0:
-        return math.inf
-    return float(max(1, math.ceil(b / room - 1e-9)))
 
 
 def _exact_trace(op) -> float:
@@ -175,6 +163,7 @@ def curvature_noise(
     batch_sizes: Sequence[int] | None = None,
     num_draws: int = 4,
     target_rstderr: float = 0.1,
+    confidence: float = 0.95,
     trace_probes: int = 8,
     eig_max_matvecs: int = 40,
     eig_rtol: float = 1e-3,
@@ -197,6 +186,7 @@ def curvature_noise(
         batch_sizes: the ladder (default :func:`default_batch_sizes`); rungs ``> N`` are dropped.
         num_draws: independent minibatches per rung (>= 2 for a spread).
         target_rstderr: target relative standard error for ``critical_batch`` (default 10%).
+        confidence: coverage of the intervals on ``rstderr`` and ``critical_batch`` (default 95%).
         trace_probes: Hutchinson probes per minibatch trace.
         eig_max_matvecs, eig_rtol: budget and tolerance of each minibatch top eigenvalue.
         full_operator: the full-data operator; its products with the common trace probes
@@ -223,6 +213,8 @@ def curvature_noise(
     N = check_int(num_samples, "num_samples", low=0)
     num_draws = check_int(num_draws, "num_draws", low=1, fix="use num_draws=4 (>= 2 to measure a spread)")
     target = check_float(target_rstderr, "target_rstderr", low=0.0, strict_low=True, fix="use target_rstderr=0.1")
+    confidence = check_float(confidence, "confidence", low=0.0, high=1.0, strict_low=True, strict_high=True,
+                             fix="use confidence=0.95")
     trace_probes = check_int(trace_probes, "trace_probes", low=2, fix="use trace_probes=8")
     eig_max_matvecs = check_int(eig_max_matvecs, "eig_max_matvecs", low=2, fix="use eig_max_matvecs=40")
     check_callback(callback)
@@ -322,17 +314,21 @@ def curvature_noise(
     with np.errstate(divide="ignore", invalid="ignore"):
         rse = np.sqrt(var) / np.abs(full)[:, None]
     fa, fb, crit = np.full(Q, np.nan), np.full(Q, np.nan), np.full(Q, np.nan)
+    clo, chi, fit_status = np.full(Q, np.nan), np.full(Q, np.nan), []
+    vlo, vhi = variance_interval(raw if num_draws >= 2 and vals.size else var, num_draws, confidence)
+    if num_draws >= 2 and vals.size:
+        vlo = np.maximum(vlo - probe_var, 0.0)
+        vhi = np.where(low, vhi, vhi - probe_var)
     for qi, q in enumerate(qs):
         if len(ladder) == 0 or num_draws < 2:
+            fit_status.append("not_measured")
             continue
-        fa[qi], fb[qi] = fit_variance_law(ladder, var[qi])
-        if len(ladder) == 1:
-            notes.append(f"'{q}': a single batch size, so var ~ b / B was fitted with a = 0")
-        if np.all(var[qi] <= 1e-24 * max(full[qi] ** 2, 1e-300)):
-            notes.append(f"'{q}' does not vary across minibatches (the curvature does not depend on the data): "
-                         "any batch size gives the full-data value")
-            fa[qi], fb[qi] = 0.0, 0.0
-        crit[qi] = _critical(fa[qi], fb[qi], full[qi], target)
+        f = fit_noise_law(ladder, var[qi], num_samples=N, num_draws=num_draws, full_value=full[qi], target=target,
+                          confidence=confidence, seed=int(gen.initial_seed()) + qi)
+        fa[qi], fb[qi], crit[qi], clo[qi], chi[qi] = f.a, f.b, f.critical, f.critical_low, f.critical_high
+        fit_status.append(f.status)
+        if f.status != "ok":
+            notes.append(f"'{q}' fit: {f.status}: {f.reason}")
         if math.isfinite(crit[qi]) and crit[qi] > N:
             notes.append(f"'{q}': critical batch {crit[qi]:.0f} exceeds the {N} samples (extrapolated from the fit)")
     status = f"{len(ladder)} batch size(s) x {num_draws} draw(s); quantities {', '.join(qs) or 'none'}"
@@ -343,4 +339,6 @@ def curvature_noise(
         batch_sizes=torch.as_tensor(ladder, dtype=torch.int64), quantities=tuple(qs), means=t(means),
         stds=t(np.sqrt(var)), rstderr=t(rse), full_values=t(full), fit_a=t(fa), fit_b=t(fb), critical_batch=t(crit),
         target_rstderr=target, num_draws=num_draws, notes=tuple(notes), info=info,
+        rstderr_low=t(np.sqrt(vlo) / np.abs(full)[:, None]), rstderr_high=t(np.sqrt(vhi) / np.abs(full)[:, None]),
+        critical_low=t(clo), critical_high=t(chi), fit_status=tuple(fit_status), confidence=confidence,
     )

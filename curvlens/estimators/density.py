@@ -27,7 +27,7 @@ import logging
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
@@ -42,6 +42,9 @@ from curvlens.estimators.broadening import Estimate, broaden, check_grid, check_
 from curvlens.estimators.slq import run_slq
 from curvlens.estimators.wasserstein import wasserstein_1
 from curvlens.results import RunInfo, RunTimer, register_result
+
+if TYPE_CHECKING:
+    from curvlens.operators.protocol import LinearOperatorLike
 
 __all__ = ["DensityResult", "Estimate", "spectral_density"]
 
@@ -219,7 +222,7 @@ def _check_count(value, name: str, fix: str) -> int:
 
 
 def spectral_density(
-    op,
+    op: LinearOperatorLike,
     *,
     num_probes: int | None = None,
     num_steps: int | None = None,
@@ -257,7 +260,9 @@ def spectral_density(
             default 80.
         num_matvecs: a total product budget instead of ``num_probes`` and ``num_steps``: split
             into few long runs (resolution dominates the error at a fixed budget; see
-            :mod:`curvlens.estimators._density_budget`), e.g. 800 -> 4 probes x 200 steps.
+            :mod:`curvlens.estimators._density_budget`): one probe below about
+            ``1.4 sqrt(D)`` products (no standard error then), e.g. 800 products on
+            ``D = 2714`` -> 4 probes x 200 steps, on ``D = 10^6`` -> 1 probe x 800 steps.
         method: ``"slq"`` (default; sharper, exact for polynomials of degree < 2 num_steps)
             or ``"kpm"``.
         probe: ``"rademacher"`` (default) or ``"gaussian"``.
@@ -302,7 +307,7 @@ def spectral_density(
             )
         num_matvecs = _check_count(num_matvecs, "num_matvecs", "use e.g. num_matvecs=800")
         if num_matvecs < 2:
-            raise ValueError(f"num_matvecs: expected at least 2 products (two probes), got {num_matvecs}")
+            raise ValueError(f"num_matvecs: expected at least 2 products (a 2-node quadrature), got {num_matvecs}")
         num_probes, num_steps = split_budget(num_matvecs, op.dim)
     num_probes = 10 if num_probes is None else num_probes
     num_steps = 80 if num_steps is None else num_steps

@@ -9,7 +9,7 @@ matrices, where deflation has little to remove.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
@@ -24,6 +24,9 @@ from curvlens.estimators._common import (
 from curvlens.estimators._probes import check_probe_kind, probe_vectors
 from curvlens.estimators.xtrace import XSketch
 from curvlens.results import RunInfo, RunTimer, register_result
+
+if TYPE_CHECKING:
+    from curvlens.operators.base import CurvatureOperator
 
 
 @register_result("diagonal_estimate")
@@ -94,7 +97,7 @@ def _from_rows(rows: torch.Tensor, *, timer: RunTimer, probe: str, method: str) 
 
 
 def hutchinson_diagonal(
-    op,
+    op: CurvatureOperator,
     num_matvecs: int = 100,
     *,
     probe: str = "rademacher",
@@ -138,7 +141,7 @@ def hutchinson_diagonal(
 
 
 def xdiag(
-    op,
+    op: CurvatureOperator,
     num_matvecs: int = 100,
     *,
     probe: str = "rademacher",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
@@ -22,6 +22,9 @@ from curvlens.estimators._deflation import deflated_row_samples
 from curvlens.estimators._probes import check_probe_kind, probe_vectors
 from curvlens.estimators.trace import TraceResult, make_trace_result
 from curvlens.results import RunTimer
+
+if TYPE_CHECKING:
+    from curvlens.operators.base import CurvatureOperator
 
 
 def hutchpp_sketch(op, num_sketch: int, *, probe: str, chunk: int, gen: torch.Generator):
@@ -65,7 +68,7 @@ def deflated_trace(op, Q, Z, *, m: int, target, mx: int, method: str, probe: str
 
 
 def hutchpp_trace(
-    op,
+    op: CurvatureOperator,
     num_matvecs: int = 100,
     *,
     probe: str = "rademacher",

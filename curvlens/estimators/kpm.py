@@ -24,12 +24,15 @@ calls ``op.matmat`` and the Lanczos kernel (for spectral bounds).
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
 
 from curvlens.linalg.lanczos import lanczos
+
+if TYPE_CHECKING:
+    from curvlens.operators.protocol import LinearOperatorLike
 
 
 def check_bounds(bounds) -> tuple[float, float]:
@@ -74,7 +77,7 @@ def jackson_coefficients(num_moments: int) -> np.ndarray:
 
 
 def chebyshev_moments(
-    op,
+    op: LinearOperatorLike,
     V: torch.Tensor,
     bounds: tuple[float, float],
     num_steps: int,

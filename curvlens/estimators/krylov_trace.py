@@ -26,7 +26,7 @@ Krylov space whose products are reused.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
@@ -45,6 +45,9 @@ from curvlens.estimators.hutchpp import deflated_trace
 from curvlens.estimators.trace import TraceResult
 from curvlens.linalg._thick_restart import _RowBasis
 from curvlens.results import RunTimer
+
+if TYPE_CHECKING:
+    from curvlens.operators.base import CurvatureOperator
 
 
 def krylov_basis(op, num_vectors: int, block_size: int, *, probe: str, chunk: int, gen: torch.Generator):
@@ -75,7 +78,7 @@ def krylov_basis(op, num_vectors: int, block_size: int, *, probe: str, chunk: in
 
 
 def krylov_trace(
-    op,
+    op: CurvatureOperator,
     num_matvecs: int = 100,
     *,
     krylov_fraction: float = 0.4,

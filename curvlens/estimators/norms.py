@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
@@ -13,6 +13,9 @@ from curvlens.estimators._common import apply_chunked, call_back, check_chunk, c
 from curvlens.estimators._probes import check_probe_kind, probe_vectors
 from curvlens.estimators.hutchpp import hutchpp_sketch
 from curvlens.results import RunInfo, RunTimer, register_result
+
+if TYPE_CHECKING:
+    from curvlens.operators.base import CurvatureOperator
 
 NORM_METHODS = ("hutchpp", "hutchinson")
 
@@ -43,7 +46,7 @@ class NormResult:
 
 
 def frobenius_norm(
-    op,
+    op: CurvatureOperator,
     num_matvecs: int = 100,
     *,
     method: str = "hutchpp",

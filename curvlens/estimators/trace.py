@@ -22,13 +22,12 @@ Which estimator to use:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 
 from curvlens._rng import resolve_generator
 from curvlens.estimators._common import (
-    apply_chunked,
     block_sums,
     call_back,
     check_budget,
@@ -42,6 +41,9 @@ from curvlens.estimators._common import (
 from curvlens.estimators._probes import check_probe_kind, probe_vectors
 from curvlens.operators.base import Block
 from curvlens.results import RunInfo, RunTimer, register_result
+
+if TYPE_CHECKING:
+    from curvlens.operators.base import CurvatureOperator
 
 
 @register_result("trace_estimate")
@@ -123,7 +125,7 @@ def make_trace_result(
 
 
 def hutchinson_trace(
-    op,
+    op: CurvatureOperator,
     num_matvecs: int = 100,
     *,
     probe: str = "rademacher",

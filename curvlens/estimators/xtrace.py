@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
@@ -22,6 +22,9 @@ from curvlens.estimators._deflation import deflated_row_samples
 from curvlens.estimators._probes import check_probe_kind, probe_vectors
 from curvlens.estimators.trace import TraceResult, make_trace_result
 from curvlens.results import RunTimer
+
+if TYPE_CHECKING:
+    from curvlens.operators.base import CurvatureOperator
 
 
 class XSketch:
@@ -82,7 +85,7 @@ class XSketch:
 
 
 def xtrace(
-    op,
+    op: CurvatureOperator,
     num_matvecs: int = 100,
     *,
     probe: str = "rademacher",

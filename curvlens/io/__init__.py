@@ -1,4 +1,6 @@
-"""curvlens.io: results on disk (HDF5, summary.json), atomic file writes, checkpoints and data files.
+"""curvlens.io: results on disk (HDF5, summary.json) and atomic file writes.
+
+Loading checkpoints, data files and losses is :mod:`curvlens.problem` (``load_problem``).
 
 Names are imported lazily (on first attribute access) so that ``import curvlens`` stays light
 and does not import h5py.
@@ -18,27 +20,15 @@ _EXPORTS = {
     "summary_of": "curvlens.io.hdf5",
     "run_metadata": "curvlens.io.hdf5",
     "results_equal": "curvlens.io.hdf5",
+    # time series of a training monitor (appended one record at a time)
+    "CurvatureSeries": "curvlens.io.series",
+    "SeriesWriter": "curvlens.io.series",
+    "load_series": "curvlens.io.series",
     # atomic writes
     "atomic_write": "curvlens.io.atomic",
     "atomic_path": "curvlens.io.atomic",
     "write_json_atomic": "curvlens.io.atomic",
     "to_jsonable": "curvlens.io.atomic",
-    # checkpoints, data files, losses, factories (curvlens.io.checkpoint / datafiles / losses / factory)
-    "load_checkpoint": "curvlens.io.checkpoint",
-    "inspect_checkpoint": "curvlens.io.checkpoint",
-    "LoadedCheckpoint": "curvlens.io.checkpoint",
-    "CheckpointSummary": "curvlens.io.checkpoint",
-    "check_double_backward": "curvlens.io.checkpoint",
-    "sniff_format": "curvlens.io.checkpoint",
-    "load_data": "curvlens.io.datafiles",
-    "parse_data_keys": "curvlens.io.datafiles",
-    "DEFAULT_DATA_KEYS": "curvlens.io.datafiles",
-    "resolve_loss": "curvlens.io.losses",
-    "loss_name": "curvlens.io.losses",
-    "LOSSES": "curvlens.io.losses",
-    "import_object": "curvlens.io.factory",
-    "call_factory": "curvlens.io.factory",
-    "is_factory_spec": "curvlens.io.factory",
 }
 
 __all__ = sorted(_EXPORTS)

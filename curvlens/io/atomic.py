@@ -5,12 +5,15 @@ half-written file in place of a good one: the destination either keeps its previ
 content or receives the complete new content. The temporary file (named
 ``.<name>.<random>.tmp`` next to the destination) is removed on any exception.
 
-Two context managers cover every writer in curvlens:
+Three context managers cover every writer in curvlens:
 
 * :func:`atomic_write` yields an open file object (text or binary), for JSON, HTML,
   Markdown, or ``fig.savefig(f, format="png")``.
 * :func:`atomic_path` yields the path of the temporary file, for libraries that want a
   file name (``h5py.File(tmp, "w")``, ``torch.save``). Close the file before the block ends.
+* :func:`atomic_directory` yields an empty staging folder for a whole set of files (an
+  analysis: results, summary, report, figures) that replaces the destination folder as one
+  unit, with a manifest written last.
 
 Example:
     >>> import os, tempfile
@@ -27,11 +30,18 @@ import contextlib
 import json
 import math
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterator
 
-__all__ = ["atomic_write", "atomic_path", "write_json_atomic", "to_jsonable"]
+__all__ = ["atomic_write", "atomic_path", "atomic_directory", "write_json_atomic", "to_jsonable", "MANIFEST",
+           "STAGING_MARK"]
+
+#: file written last into a folder produced by :func:`atomic_directory`: the names and sizes of its files
+MANIFEST = "manifest.json"
+#: part of the names of :func:`atomic_directory`'s staging folders (``.out.curvlens-staging-PID-XXXX``)
+STAGING_MARK = ".curvlens-staging-"
 
 
 def _check_destination(path: str | os.PathLike) -> Path:
@@ -235,3 +245,130 @@ def write_json_atomic(obj: Any, path: str | os.PathLike, *, indent: int | None =
     text = json.dumps(to_jsonable(obj), indent=indent, allow_nan=False, ensure_ascii=False)
     with atomic_write(path, "w", encoding="utf-8") as f:
         f.write(text + "\n")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists but owned by someone else
+        return True
+    return True
+
+
+def _remove_stale_staging(parent: Path, name: str) -> list[Path]:
+    """Remove staging folders of ``parent/name`` left by killed processes (their pid is gone), and
+    pid-less ones of older curvlens versions inside the destination itself."""
+    import shutil
+
+    removed = []
+    candidates = list(parent.glob(f".{name}{STAGING_MARK}*")) + list((parent / name).glob(f"{STAGING_MARK}*"))
+    for folder in candidates:
+        pid_text = folder.name.rsplit(STAGING_MARK, 1)[-1].split("-", 1)[0]
+        if pid_text.isdigit() and _pid_alive(int(pid_text)):
+            continue
+        if folder.is_dir():
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two directory entries in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``); False
+    when the platform or file system cannot."""
+    if not sys.platform.startswith("linux"):  # pragma: no cover - other platforms
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):  # pragma: no cover - old glibc
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    rc = renameat2(at_fdcwd, os.fsencode(str(a)), at_fdcwd, os.fsencode(str(b)), rename_exchange)
+    return rc == 0
+
+
+def _manifest(folder: Path) -> dict[str, Any]:
+    files = sorted(p.name for p in folder.iterdir() if p.is_file() and p.name != MANIFEST)
+    return {"files": {n: (folder / n).stat().st_size for n in files}}
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike, *, owned: Any = ()) -> Iterator[Path]:
+    """Yield an empty staging folder that replaces the folder ``path`` as a whole when the block ends.
+
+    The staging folder is a hidden sibling of ``path`` (``.NAME.curvlens-staging-PID-XXXX``). On
+    normal exit :data:`MANIFEST` (file names and sizes) is written into it last, and then:
+
+    * when ``path`` is missing, or holds only files named in ``owned`` (and an old manifest), the
+      complete staging folder takes the place of ``path`` in one rename (an atomic exchange on
+      Linux, else two renames): readers see the old set or the new one, never a mix;
+    * otherwise (``path`` also holds files of its own, which must be kept) the files are moved in
+      one by one, ``owned`` files this run did not write are removed, and the manifest is moved
+      in last (the old one is removed first), so a folder without a manifest is an incomplete set.
+
+    On any exception the staging folder is removed, ``path`` is untouched, folders created
+    for it are removed again, and the exception propagates. Staging folders of killed runs
+    (their process is gone) are removed when the next one starts.
+
+    Args:
+        path: the destination folder (created, with parents, only on success).
+        owned: names of files that a previous run of the same writer may have left in ``path``.
+
+    Example:
+        >>> import os, tempfile
+        >>> out = os.path.join(tempfile.mkdtemp(), "report")
+        >>> with atomic_directory(out) as stage:
+        ...     _ = (stage / "a.txt").write_text("new")
+        >>> sorted(os.listdir(out))
+        ['a.txt', 'manifest.json']
+    """
+    import shutil
+
+    if not isinstance(path, (str, os.PathLike)) or str(path) == "":
+        raise TypeError(f"path: expected a folder path (str or os.PathLike), got {path!r}; pass e.g. 'runs/report'")
+    dest = Path(os.path.abspath(path))
+    if dest.exists() and not dest.is_dir():
+        raise NotADirectoryError(f"path: {str(path)!r} exists and is not a folder; pass a folder path")
+    owned = set(owned) | {MANIFEST}
+    created = [q for q in [dest.parent, *dest.parent.parents] if not q.exists()]
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_staging(dest.parent, dest.name)
+    stage = Path(tempfile.mkdtemp(prefix=f".{dest.name}{STAGING_MARK}{os.getpid()}-", dir=dest.parent))
+    try:
+        yield stage
+        write_json_atomic(_manifest(stage), stage / MANIFEST)
+        if not dest.exists():
+            os.rename(stage, dest)
+        elif all(p.name in owned or STAGING_MARK in p.name for p in dest.iterdir()):
+            if not _exchange(stage, dest):
+                old = Path(tempfile.mkdtemp(prefix=f".{dest.name}{STAGING_MARK}{os.getpid()}-old-", dir=dest.parent))
+                os.rmdir(old)
+                os.rename(dest, old)
+                try:
+                    os.rename(stage, dest)
+                except BaseException:
+                    os.rename(old, dest)
+                    raise
+                stage = old
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                (dest / MANIFEST).unlink()
+            new = set(_manifest(stage)["files"])
+            for name in sorted(new):
+                os.replace(stage / name, dest / name)
+            for name in owned - new - {MANIFEST}:
+                with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                    (dest / name).unlink()
+            os.replace(stage / MANIFEST, dest / MANIFEST)
+        _fsync_dir(dest.parent)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        for q in created:  # innermost first
+            with contextlib.suppress(OSError):
+                q.rmdir()
+        raise
+    shutil.rmtree(stage, ignore_errors=True)

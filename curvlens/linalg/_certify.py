@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from curvlens.errors import ConvergenceWarning
+from curvlens.linalg._accurate import rayleigh, unit_columns
 from curvlens.results import RunInfo, register_result
 
 
@@ -21,9 +22,10 @@ class EigenResult:
     Attributes:
         eigenvalues: ``(k,)`` float64. ``top_eigenpairs``: descending; ``bottom_eigenpairs``:
             ascending (most negative first); ``power_iteration``: by decreasing magnitude.
-            Each value is the Rayleigh quotient ``v^T A v`` of its returned vector.
+            Each value is the normalized Rayleigh quotient ``v^T A v / v^T v`` of its
+            returned vector, accumulated in float64.
         eigenvectors: ``(D, k)`` unit vectors in the operator's dtype and device.
-        residuals: ``(k,)`` float64 true residuals ``||A v - l v||`` (recomputed with one
+        residuals: ``(k,)`` float64 true residuals ``||A v - l v|| / ||v||`` (recomputed with one
             ``op.matmat`` of the returned vectors, not the Lanczos estimate). Some eigenvalue
             of ``A`` lies within ``residuals[i]`` of ``eigenvalues[i]``.
         tolerances: ``(k,)`` float64, ``max(rtol * |l|, atol)``, the bound each residual was
@@ -69,20 +71,32 @@ def default_atol(dtype: torch.dtype, dim: int, norm_estimate: float) -> float:
     return 10.0 * eps * math.sqrt(max(dim, 1)) * max(float(norm_estimate), 1e-300)
 
 
-def true_residuals(op, Y: torch.Tensor) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
-    """Rayleigh quotients and true residuals of the columns of ``Y`` (one ``op.matmat``).
+def true_residuals(op, Y: torch.Tensor, AY: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+    """Normalized Rayleigh quotients and true residuals of the columns of ``Y`` (one ``op.matmat``).
+
+    The columns are scaled to unit length with float64 norms, multiplied by ``A``, and the
+    quotient ``y^T A y / y^T y`` and the residual ``||A y - l y|| / ||y||`` of each column
+    actually multiplied are accumulated in float64 (see :mod:`curvlens.linalg._accurate`):
+    the eigenvalue is that of a unit vector even where float32 rounding left the stored
+    vector's norm a little off one.
+
+    ``AY``: the products ``A Y`` when they are known (e.g. combined from stored products of a
+    Krylov basis, ``A (V S) = (A V) S``); then no product is taken and the quotients and
+    residuals are those of ``Y`` as given (:func:`~curvlens.linalg._accurate.rayleigh`
+    normalizes).
 
     Returns:
         ``(theta, residuals, Y_unit)``: float64 numpy arrays and the normalized vectors.
     """
     if Y.shape[1] == 0:
         return np.zeros(0), np.zeros(0), Y
-    Y = Y / torch.linalg.vector_norm(Y, dim=0, keepdim=True)
-    AY = op.matmat(Y.contiguous())
-    Y64, AY64 = Y.double(), AY.double()
-    theta = (Y64 * AY64).sum(0)
-    res = torch.linalg.vector_norm(AY64 - Y64 * theta, dim=0)
-    return theta.cpu().numpy(), res.cpu().numpy(), Y
+    if AY is not None:
+        theta, res = rayleigh(Y, AY)
+        return theta, res, unit_columns(Y).contiguous()
+    Y = unit_columns(Y).contiguous()
+    AY = op.matmat(Y)
+    theta, res = rayleigh(Y, AY)
+    return theta, res, Y
 
 
 def build_result(

@@ -22,6 +22,7 @@ import logging
 import numpy as np
 import torch
 
+from curvlens._memory import available_memory
 from curvlens.linalg._certify import default_atol, true_residuals
 from curvlens.linalg._thick_restart import thick_restart
 from curvlens.linalg.chebyshev import ChebyshevFilter, choose_filter
@@ -38,18 +39,28 @@ def _start_block(Y: torch.Tensor, b: int) -> torch.Tensor:
     return torch.stack(cols, 1)
 
 
+PRODUCTS_MEMORY_FRACTION = 0.1  # of available memory, for the stored basis products of the top end
+
+
+def _products_fit(op, rows: int) -> bool:
+    """Whether ``rows`` stored products (``D``-vectors) fit in 10% of available memory."""
+    itemsize = torch.finfo(op.dtype).bits // 8
+    return rows * op.dim * itemsize <= PRODUCTS_MEMORY_FRACTION * available_memory(op.device)
+
+
 def run_extreme(op, k, *, largest, rtol, atol, max_matvecs, block_size, basis_size, generator, spent,
-                callback, upper=None, use_filter=False):
+                callback, upper=None, use_filter=False, start=None):
     """Thick restart at one end (plain for the top; the two phases above for the bottom with
-    ``use_filter``); returns ``(theta, residuals, Y, atol_used, status, method)``."""
+    ``use_filter``); ``start``: a caller's warm-start block for the (first) plain phase.
+    Returns ``(theta, residuals, Y, atol_used, status, method)``."""
     box: dict = {}
 
     def tol_a(lam, norm_est):
         a = atol if atol is not None else default_atol(op.dtype, op.dim, norm_est)
         return np.maximum(rtol * np.abs(lam), a), a
 
-    def finish(_theta, Y, norm_est):
-        th, res, Yu = true_residuals(op, Y)
+    def finish(_theta, Y, norm_est, AY=None):
+        th, res, Yu = true_residuals(op, Y, AY)
         order = np.argsort(-th if largest else th, kind="stable")
         th, res = th[order], res[order]
         Yu = Yu[:, torch.as_tensor(order.copy(), device=Yu.device)]
@@ -59,10 +70,12 @@ def run_extreme(op, k, *, largest, rtol, atol, max_matvecs, block_size, basis_si
         return box["certified"], None
 
     use_filter = use_filter and not largest
-    phase1 = max_matvecs - k if not use_filter else min(max_matvecs - k, basis_size)
+    keep = largest and _products_fit(op, basis_size + block_size)  # certificates from stored products
+    phase1 = (max_matvecs if keep else max_matvecs - k) if not use_filter else min(max_matvecs - k, basis_size)
     state = thick_restart(
-        op, k, largest=largest, block_size=block_size, basis_size=basis_size, budget=phase1,
+        op, k, largest=largest, block_size=block_size, basis_size=basis_size, max_matvecs=phase1,
         tol=lambda th, n: tol_a(th, n)[0], generator=generator, spent=spent, callback=callback, finish=finish,
+        start=start, warm=start is not None, keep_products=keep,
     )
     status = f"{state.restarts} restart(s)"
     if state.exact:
@@ -110,7 +123,7 @@ def _run_filtered(op, k, filt: ChebyshevFilter, block_size, basis_size, budget, 
         return np.where(theta_p > 1.01 * eps_p, tol * filt.derivative(lam), 0.0)
 
     return thick_restart(
-        op, k, largest=True, block_size=block_size, basis_size=basis_size, budget=budget, tol=tol_p,
+        op, k, largest=True, block_size=block_size, basis_size=basis_size, max_matvecs=budget, tol=tol_p,
         generator=generator, matmat=lambda X: filt.apply(op.matmat, X), cost_per_column=filt.degree,
         spent=spent, callback=callback, start=start, finish=finish,
     )

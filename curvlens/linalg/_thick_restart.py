@@ -20,7 +20,9 @@ Ritz pair ``i`` is ``||C s_i||``. A column of the new block that vanishes (an in
 subspace: breakdown) is replaced by a random vector from ``generator`` orthogonal to
 everything so far, with zero coupling, so degenerate eigenspaces that the start missed are
 still reached. The residuals used to *stop* are these estimates; the caller certifies the
-returned vectors with true residuals.
+returned vectors with true residuals (from the stored products ``A V`` with ``keep_products``:
+``A (V S) = (A V) S`` needs no product, and is computed from the products actually taken, so it
+holds whether or not ``V`` stayed orthonormal).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+
+from curvlens.linalg._accurate import norm64, unit
 
 logger = logging.getLogger(__name__)
 
@@ -124,15 +128,15 @@ def _orthonormalize(R, V, norm_scale, generator, *, fill_to: int, room: int):
         # removing components along ``cols`` (orthogonal to V) keeps them so: the expensive
         # pass over the whole basis V is repeated only for new random fills, or when the norm
         # collapsed (DGKS criterion), which signals cancellation.
-        before = float(torch.linalg.vector_norm(x))
+        before = norm64(x)
         Pm = torch.stack(cols, 0) if cols else None
         x = _orth_against(x.reshape(D, 1), Pm).reshape(D)
-        if V is not None and (against_v or float(torch.linalg.vector_norm(x)) < 0.5 * before):
+        if V is not None and (against_v or norm64(x) < 0.5 * before):
             x = _orth_against(x.reshape(D, 1), V).reshape(D)
             x = _orth_against(x.reshape(D, 1), Pm).reshape(D)
-        nrm = float(torch.linalg.vector_norm(x))
+        nrm = norm64(x)
         if nrm > tol and np.isfinite(nrm):
-            cols.append(x / nrm)
+            cols.append(unit(x))
             return True
         return False
 
@@ -145,7 +149,7 @@ def _orthonormalize(R, V, norm_scale, generator, *, fill_to: int, room: int):
     while len(cols) < min(fill_to, room) and tries < 3 * fill_to:
         tries += 1
         x = _random_block(D, 1, dtype, device, generator).reshape(D)
-        x = x / torch.linalg.vector_norm(x)
+        x = unit(x)
         if accept(x, float(np.sqrt(eps)), against_v=True):
             fills += 1
     if not cols:
@@ -169,7 +173,7 @@ def thick_restart(
     largest: bool,
     block_size: int,
     basis_size: int,
-    budget: int,
+    max_matvecs: int,
     tol: Callable[[np.ndarray, float], np.ndarray],
     generator: torch.Generator,
     matmat: Callable[[torch.Tensor], torch.Tensor] | None = None,
@@ -177,9 +181,11 @@ def thick_restart(
     spent: Callable[[], int],
     callback: Callable[[int, int], None] | None = None,
     start: torch.Tensor | None = None,
-    finish: Callable[[np.ndarray, torch.Tensor, float], tuple[bool, Any]],
+    warm: bool = False,
+    finish: Callable[..., tuple[bool, Any]],
+    keep_products: bool = False,
 ) -> KrylovState:
-    """Run block thick-restart Lanczos until the ``k`` wanted Ritz pairs meet ``tol`` or the budget ends.
+    """Run block thick-restart Lanczos until the ``k`` wanted Ritz pairs meet ``tol`` or ``max_matvecs`` is reached.
 
     Args:
         op: operator (``dim``, ``dtype``, ``device``, ``matmat``).
@@ -187,15 +193,25 @@ def thick_restart(
         largest: True for the largest algebraic eigenvalues, False for the smallest.
         block_size: columns per product block.
         basis_size: maximum basis size before a restart (``>= k + block_size``).
-        budget: maximum products for the iteration (as counted by ``spent``).
+        max_matvecs: hard ceiling of products for the iteration (as counted by ``spent``).
         tol: ``tol(theta, norm_estimate) -> per-pair residual tolerance``.
         matmat: product to use instead of ``op.matmat`` (e.g. a polynomial filter).
         cost_per_column: products of ``op`` one column of ``matmat`` costs.
         spent: products spent so far in this call.
+        start: start block (``D x r``, ``r <= block_size``; completed with random columns from
+            ``generator`` and orthonormalized); default random.
+        warm: ``start`` is a caller's warm start (e.g. eigenvectors of a nearby operator). A
+            breakdown (the start spans an invariant subspace, as exact eigenvectors do) then
+            does not postpone the early exit: the pairs found are returned once they meet
+            ``tol`` instead of filling the basis with random directions first.
         finish: ``finish(theta, Y, norm_estimate) -> (certified, certificate)`` computes true
             residuals of the candidate Ritz vectors ``Y``. When the estimates said converged
             but the true residuals disagree (loss of orthogonality), the iteration goes on
             with ten times tighter estimates while the budget lasts.
+        keep_products: store the products ``A v`` of the basis vectors next to the basis (as
+            much memory again; only for ``matmat=None``) and call ``finish(theta, Y,
+            norm_estimate, AY)`` with ``AY = (A V) S = A Y``, the products of the candidates
+            computed from the stored ones: the true residuals then cost no product.
     """
     D, dtype, device = op.dim, op.dtype, op.device
     mm = matmat if matmat is not None else op.matmat
@@ -203,6 +219,8 @@ def thick_restart(
     b = max(1, min(block_size, D))
     nmax = max(min(basis_size, D), min(D, k + b))
     basis = _RowBasis(D, nmax + b, dtype, device)
+    keep_products = keep_products and matmat is None
+    prods = _RowBasis(D, nmax + b, dtype, device) if keep_products else None  # rows: A v of the basis rows
     H = np.zeros((0, 0))
     X0 = _random_block(D, b, dtype, device, generator) if start is None else start
     P, _ = _orthonormalize(X0, None, 1.0, generator, fill_to=b, room=D)
@@ -218,7 +236,7 @@ def thick_restart(
         # ---------------------------------------------------------------- expand
         while P.shape[1] > 0 and basis.n < nmax:
             r = P.shape[1]
-            if basis.n > 0 and spent() + r * cost_per_column > budget:
+            if basis.n > 0 and spent() + r * cost_per_column > max_matvecs:
                 break
             AP = mm(P)
             Hpp = (P.T @ AP).double().cpu().numpy()
@@ -228,6 +246,8 @@ def thick_restart(
             Hn[:n, :n], Hn[n:, :n], Hn[:n, n:], Hn[n:, n:] = H, C, C.T, Hpp
             H = Hn
             basis.append(P)
+            if prods is not None:
+                prods.append(AP)
             norm_est = max(norm_est, float(np.abs(np.linalg.eigvalsh(Hpp)).max()) if r else 0.0)
             room = D - basis.n
             if room <= 0:
@@ -235,14 +255,14 @@ def thick_restart(
                 break
             Pn, fills = _orthonormalize(AP, basis.rows, norm_est, generator, fill_to=b, room=room)
             if fills:
-                refilled = True
+                refilled = refilled or not warm
                 logger.debug("block Lanczos: %d breakdown column(s) refilled at basis size %d", fills, basis.n)
             Cl = (Pn.T @ AP).double().cpu().numpy()
             C = np.zeros((Pn.shape[1], basis.n))
             C[:, basis.n - r :] = Cl
             P = Pn
             if callback is not None:
-                callback(spent(), budget)
+                callback(spent(), max_matvecs)
             if basis.n >= k and not refilled:  # early exit: a small dense eigh, negligible next to products
                 th, _, es = _ritz(H, C, sign)
                 if bool((es[:k] <= factor * tol(th[:k], norm_est)).all()):
@@ -254,13 +274,17 @@ def thick_restart(
         kk = min(k, len(theta))
         ok = est[:kk] <= factor * tol(theta[:kk], norm_est)
         done = exact or (kk == k and bool(ok.all()))
-        out_of_budget = spent() + max(P.shape[1], 1) * cost_per_column > budget
+        out_of_budget = spent() + max(P.shape[1], 1) * cost_per_column > max_matvecs
         if done or out_of_budget:
-            Y = basis.combine(torch.as_tensor(S[:, :kk], dtype=dtype, device=device))
-            certified, cert = finish(theta[:kk], Y, norm_est)
+            Sk = torch.as_tensor(S[:, :kk], dtype=dtype, device=device)
+            Y = basis.combine(Sk)
+            if prods is not None:
+                certified, cert = finish(theta[:kk], Y, norm_est, prods.combine(Sk))
+            else:
+                certified, cert = finish(theta[:kk], Y, norm_est)
             logger.debug("thick restart: stop after %d restarts, basis %d, certified=%s", restarts, basis.n, certified)
             again = done and not certified and not exact and factor > 1e-3
-            if not again or spent() + P.shape[1] * cost_per_column > budget:
+            if not again or spent() + P.shape[1] * cost_per_column > max_matvecs:
                 return KrylovState(theta[:kk].copy(), est[:kk].copy(), exact, restarts, cert, norm_est,
                                    theta.copy(), est.copy())
             factor *= 0.1
@@ -269,6 +293,8 @@ def thick_restart(
         keep = max(k, min(n - b, max(k + b, k + (nmax - k) // 2)))
         Sl = S[:, :keep]
         basis.restart(torch.as_tensor(Sl, dtype=dtype, device=device))
+        if prods is not None:
+            prods.restart(torch.as_tensor(Sl, dtype=dtype, device=device))  # A (V S) = (A V) S
         H = np.diag(theta[:keep])
         C = C @ Sl
         restarts += 1

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
@@ -12,6 +12,9 @@ from curvlens.linalg._certify import EigenResult
 from curvlens.linalg._validate import check_callback, check_int, check_operator
 from curvlens.linalg.eigen import bottom_eigenpairs, default_max_matvecs, top_eigenpairs
 from curvlens.results import RunInfo, RunTimer, register_result
+
+if TYPE_CHECKING:
+    from curvlens.operators.protocol import LinearOperatorLike
 
 
 @register_result("extreme_eigenvalues")
@@ -46,7 +49,7 @@ class ExtremeEigenvalues:
 
 
 def extreme_eigenvalues(
-    op,
+    op: LinearOperatorLike,
     *,
     rtol: float = 1e-3,
     atol: float | None = None,

@@ -12,14 +12,18 @@ This module is operator-agnostic: it only calls ``op.matvec`` / ``op.matmat``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
 
 from curvlens._rng import resolve_generator
+from curvlens.linalg._accurate import norm64, unit
 from curvlens.linalg._validate import check_callback, check_int, check_operator
 from curvlens.results import RunInfo, RunTimer, register_result
+
+if TYPE_CHECKING:
+    from curvlens.operators.protocol import LinearOperatorLike
 
 
 @register_result("lanczos")
@@ -34,7 +38,7 @@ class LanczosResult:
             dtype, or None when ``store_basis=False``.
         residual_norm: ``beta_m``, the norm of the part of ``A q_m`` outside the basis; the
             residual of a Ritz pair ``(theta, Q s)`` is ``residual_norm * |s[-1]|``.
-        breakdown: True when an invariant subspace was found before ``num_iters`` steps
+        breakdown: True when an invariant subspace was found before ``num_steps`` steps
             (then the Ritz values are exact eigenvalues of ``A`` restricted to it).
         info: run metadata.
     """
@@ -76,13 +80,14 @@ def random_unit_vector(dim: int, dtype: torch.dtype, device, generator: torch.Ge
     generator = resolve_generator(generator)
     draw_dtype = dtype if dtype in (torch.float32, torch.float64) else torch.float64
     v = torch.randn(dim, generator=generator, dtype=draw_dtype, device=generator.device).to(device=device, dtype=dtype)
-    return v / torch.linalg.vector_norm(v)
+    return unit(v)
 
 
 def lanczos(
-    op,
-    num_iters: int,
+    op: LinearOperatorLike,
+    num_steps: int | None = None,
     *,
+    num_iters: int | None = None,
     v0: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     reorth: bool = True,
@@ -90,12 +95,14 @@ def lanczos(
     breakdown_tol: float | None = None,
     callback: Callable[[int, int], None] | None = None,
 ) -> LanczosResult:
-    """Run ``num_iters`` steps of Lanczos on a symmetric operator.
+    """Run ``num_steps`` steps of Lanczos on a symmetric operator.
 
     Args:
         op: a :class:`~curvlens.operators.CurvatureOperator` (any object with ``dim``,
             ``dtype``, ``device`` and ``matvec``).
-        num_iters: maximum number of steps (= matvecs); capped at ``op.dim``.
+        num_steps: maximum number of steps (= matvecs); capped at ``op.dim``. The same name
+            as in :func:`~curvlens.estimators.spectral_density`; ``num_iters`` is its former
+            spelling (accepted with a ``DeprecationWarning``).
         v0: starting vector (normalized internally); default a Gaussian vector from
             ``generator``.
         generator: source of the random start vector (a Generator, an int seed, or None for
@@ -107,7 +114,7 @@ def lanczos(
             memory is O(D).
         breakdown_tol: stop when ``beta`` falls below this times the running norm estimate
             (default ``1e3 * eps`` of the dtype): an invariant subspace was found.
-        callback: called as ``callback(step, num_iters)`` after each step.
+        callback: called as ``callback(step, num_steps)`` after each step.
 
     Returns:
         :class:`LanczosResult`.
@@ -121,7 +128,16 @@ def lanczos(
         10.0
     """
     check_operator(op)
-    num_iters = check_int(num_iters, "num_iters", low=1, hint="pass the number of Lanczos steps, e.g. num_iters=30")
+    if num_iters is not None:
+        if num_steps is not None:
+            raise TypeError("lanczos: got num_steps and num_iters; pass num_steps only (num_iters is its old name)")
+        import warnings
+
+        warnings.warn("lanczos: num_iters is renamed num_steps; pass num_steps=", DeprecationWarning, stacklevel=2)
+        num_steps = num_iters
+    if num_steps is None:
+        raise TypeError("lanczos: missing num_steps, the number of Lanczos steps (e.g. lanczos(op, 30))")
+    num_iters = check_int(num_steps, "num_steps", low=1, hint="pass the number of Lanczos steps, e.g. num_steps=30")
     check_callback(callback)
     if breakdown_tol is not None and (not isinstance(breakdown_tol, (int, float)) or not breakdown_tol > 0):
         raise ValueError(f"breakdown_tol: expected a float > 0 or None, got {breakdown_tol!r}; use None for the default")
@@ -137,10 +153,10 @@ def lanczos(
         if v0.shape != (D,):
             raise ValueError(f"v0: expected a tensor of shape ({D},), got {tuple(v0.shape)}; pass a flat vector of length D")
         q = v0.to(dtype=dtype, device=device)
-        nrm = torch.linalg.vector_norm(q)
-        if not torch.isfinite(nrm) or nrm == 0:
+        nrm = norm64(q)
+        if not np.isfinite(nrm) or nrm == 0:
             raise ValueError("v0: expected a finite, non-zero starting vector, got norm {}; pass v0=None for a random start".format(float(nrm)))
-        q = q / nrm
+        q = unit(q)
     keep = reorth or store_basis
     # basis kept by rows: ``Q @ w`` and ``(c Q)`` are plain GEMVs, about twice as fast as the
     # transposed product with a column-stored basis for D ~ 1M (see _thick_restart._orth_against)
@@ -157,7 +173,7 @@ def lanczos(
         if Q is not None:
             Q[j] = q
         w = op.matvec(q)
-        alpha = float(torch.dot(w, q))
+        alpha = float(torch.dot(w.double(), q.double()))  # float64 sum: see linalg._accurate
         w = w - alpha * q
         if q_prev is not None:
             w = w - beta * q_prev
@@ -166,7 +182,7 @@ def lanczos(
             for _ in range(2):
                 w = w - (Qj @ w) @ Qj
         alphas.append(alpha)
-        beta = float(torch.linalg.vector_norm(w))
+        beta = norm64(w)
         norm_est = max(norm_est, abs(alpha) + beta + (betas[-1] if betas else 0.0))
         if callback is not None:
             callback(j + 1, m)

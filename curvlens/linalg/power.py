@@ -14,20 +14,24 @@ as a simple, memory-light baseline and for the shifted iteration ``A - shift * I
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
 
 from curvlens._rng import resolve_generator
+from curvlens.linalg._accurate import column_norms64, norm64, rayleigh, unit
 from curvlens.linalg._certify import EigenResult, build_result, default_atol
 from curvlens.linalg._thick_restart import _random_block
 from curvlens.linalg._validate import check_callback, check_int, check_k, check_operator, check_positive_float
 from curvlens.results import RunTimer
 
+if TYPE_CHECKING:
+    from curvlens.operators.protocol import LinearOperatorLike
+
 
 def power_iteration(
-    op,
+    op: LinearOperatorLike,
     k: int = 1,
     *,
     rtol: float = 1e-3,
@@ -82,7 +86,7 @@ def power_iteration(
     timer = RunTimer(op, gen)
     D, dtype, device = op.dim, op.dtype, op.device
     Y = torch.empty(D, 0, dtype=dtype, device=device)
-    thetas, resids, atols = [], [], []
+    thetas, resids = [], []
     norm_est = 0.0
     final_rr = k > 1 and max_matvecs >= 2 * k
     budget = max_matvecs - (k if final_rr else 0)
@@ -90,24 +94,24 @@ def power_iteration(
         share = (budget - timer.matvecs) // (k - j)
         v = _random_block(D, 1, dtype, device, gen).reshape(D)
         v = _deflate(v, Y)
-        v = v / torch.linalg.vector_norm(v)
+        v = unit(v)
         theta, res = 0.0, float("inf")
-        for _ in range(max(share, 1)):
+        steps = max(share, 1)
+        for step in range(steps):
             Av = op.matvec(v)
-            v64, Av64 = v.double(), Av.double()
-            theta = float(torch.dot(v64, Av64))
-            res = float(torch.linalg.vector_norm(Av64 - theta * v64))
-            norm_est = max(norm_est, abs(theta), float(torch.linalg.vector_norm(Av64)))
+            th, rs = rayleigh(v.reshape(D, 1), Av.reshape(D, 1))
+            theta, res = float(th[0]), float(rs[0])
+            norm_est = max(norm_est, abs(theta), norm64(Av) / norm64(v))
             if callback is not None:
                 callback(timer.matvecs, max_matvecs)
             a = atol if atol is not None else default_atol(dtype, D, norm_est)
-            if res <= max(rtol * abs(theta), a):
-                break
+            if res <= max(rtol * abs(theta), a) or step == steps - 1:
+                break  # (the last step keeps v: theta and res are its quotient and residual)
             w = _deflate(Av - shift * v, Y)
-            nrm = torch.linalg.vector_norm(w)
-            if not torch.isfinite(nrm) or float(nrm) == 0.0:  # v spans an eigenspace of value `shift`
+            nrm = norm64(w)
+            if not np.isfinite(nrm) or nrm == 0.0:  # v spans an eigenspace of value `shift`
                 break
-            v = w / nrm
+            v = unit(w)
         Y = torch.cat([Y, v.reshape(D, 1)], 1)
         thetas.append(theta)
         resids.append(res)
@@ -131,9 +135,9 @@ def _rayleigh_ritz(op, Y, thetas, shift):
     w, S = w[order], S[:, order]
     St = torch.as_tensor(S, dtype=Y.dtype, device=Y.device)
     Y, AY = Y @ St, AY @ St
-    Y64, AY64 = Y.double(), AY.double()
-    res = torch.linalg.vector_norm(AY64 - Y64 * torch.as_tensor(w, device=Y.device), dim=0).cpu().numpy()
-    return w, res, Y
+    scale = column_norms64(Y)
+    w, res = rayleigh(Y, AY)  # normalized quotients of the rotated vectors
+    return w, res, (Y.double() / scale).to(Y.dtype)
 
 
 def _deflate(v: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:

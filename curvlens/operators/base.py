@@ -8,35 +8,14 @@ dense test matrix.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import torch
 
+from curvlens.problem.params import Block
 
-@dataclass(frozen=True)
-class Block:
-    """A contiguous slice of the flat parameter vector (one layer, usually).
-
-    Attributes:
-        name: block name (a module name such as ``"0"`` or ``"encoder.fc1"``).
-        start, stop: the slice ``[start, stop)`` of the flat vector.
-        param_names: the parameter names that make up the block, in order.
-    """
-
-    name: str
-    start: int
-    stop: int
-    param_names: tuple[str, ...] = ()
-
-    @property
-    def size(self) -> int:
-        return self.stop - self.start
-
-    @property
-    def slice(self) -> slice:
-        return slice(self.start, self.stop)
+__all__ = ["Block", "BlockView", "CurvatureOperator"]
 
 
 class CurvatureOperator(ABC):
@@ -146,6 +125,50 @@ class CurvatureOperator(ABC):
             f"op @ x: expected a flat tensor, a (D, k) tensor or a list of parameter-shaped tensors, "
             f"got {type(x).__name__}"
         )
+
+    # ------------------------------------------------------------------ algebra (curvlens.operators.algebra)
+    __array_ufunc__ = None  # numpy scalars defer to the methods below: np.float64(2) * op is 2 * op
+
+    def shifted(self, c: float) -> "CurvatureOperator":
+        """``A + c I`` as an operator (PSD when ``A`` is and ``c >= 0``); the same as ``op + c``."""
+        from curvlens.operators.algebra import ShiftedOperator
+
+        return ShiftedOperator(self, c)
+
+    def __add__(self, other) -> "CurvatureOperator":
+        """``op + c`` is ``A + c I``; ``op1 + op2`` is the sum (see :mod:`curvlens.operators.algebra`)."""
+        from curvlens.operators.algebra import add
+
+        return add(self, other)
+
+    __radd__ = __add__
+
+    def __sub__(self, other) -> "CurvatureOperator":
+        from curvlens.operators.algebra import add
+
+        return add(self, other, sign=-1)
+
+    def __rsub__(self, other) -> "CurvatureOperator":
+        from curvlens.operators.algebra import add
+
+        return add(-self, other)
+
+    def __mul__(self, alpha) -> "CurvatureOperator":
+        from curvlens.operators.algebra import scale
+
+        return scale(self, alpha)
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, alpha) -> "CurvatureOperator":
+        from curvlens.operators.algebra import scale
+
+        return scale(self, alpha, divide=True)
+
+    def __neg__(self) -> "CurvatureOperator":
+        from curvlens.operators.algebra import ScaledOperator
+
+        return ScaledOperator(self, -1.0)
 
     # ------------------------------------------------------------------ formats
     def flatten(self, tensors: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -9,7 +9,7 @@ from torch import nn
 
 from curvlens._rng import resolve_generator
 from curvlens.operators.ggn import GGNOperator, OutputSpaceOperator
-from curvlens.operators.model import call_model
+from curvlens.operators.model import as_problem, call_model
 
 
 class EmpiricalFisherOperator(OutputSpaceOperator):
@@ -24,15 +24,16 @@ class EmpiricalFisherOperator(OutputSpaceOperator):
     (Kunstner, Balles & Hennig 2019); it is PSD by construction.
     """
 
-    def __init__(self, model: nn.Module, loss_fn, data: Any, **kwargs):
-        if kwargs.get("mode", "eval") == "train" and any(
-            isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()
+    def __init__(self, model: Any, loss_fn=None, data: Any = None, **kwargs):
+        problem = as_problem(model, loss_fn, data, kwargs, type(self).__name__)
+        if problem.mode == "train" and any(
+            isinstance(m, nn.modules.batchnorm._BatchNorm) for m in problem.model.modules()
         ):
             raise ValueError(
                 "mode: EmpiricalFisherOperator needs per-sample gradients, which batch normalization in "
                 "train mode does not have (it couples the samples of a batch); use mode='eval'"
             )
-        super().__init__(model, loss_fn, data, **kwargs)
+        super().__init__(problem, **kwargs)
 
     def _output(self, i: int, batch: Any):
         r = self._per_sample_losses(i, batch)
@@ -82,7 +83,7 @@ class MCFisherOperator(GGNOperator):
         Other arguments as :class:`~curvlens.operators.GGNOperator`.
     """
 
-    def __init__(self, model: nn.Module, loss_fn, data: Any, *, mc_samples: int = 1,
+    def __init__(self, model: Any, loss_fn=None, data: Any = None, *, mc_samples: int = 1,
                  generator: torch.Generator | int | None = None, **kwargs):
         if not isinstance(mc_samples, int) or isinstance(mc_samples, bool) or mc_samples < 1:
             raise ValueError(f"mc_samples: expected a positive integer, got {mc_samples!r}")
@@ -93,8 +94,8 @@ class MCFisherOperator(GGNOperator):
         self._batch_seeds: list[int] = []
         super().__init__(model, loss_fn, data, **kwargs)
 
-    def _block_kwargs(self, *args) -> dict:
-        kw = super()._block_kwargs(*args)
+    def _op_kwargs(self) -> dict:
+        kw = super()._op_kwargs()
         kw.update(mc_samples=self.mc_samples, generator=self.seed)
         return kw
 

@@ -7,8 +7,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from curvlens.operators._losses import LossSpec, identify_loss
-from curvlens.operators.model import ModelOperator, resolve_loss_form, batched_vjp, call_model, grads
+from curvlens.problem.losses import LossSpec, identify_loss
+from curvlens.problem import Problem, resolve_loss_form
+from curvlens.operators.model import ModelOperator, as_problem, batched_vjp, call_model, grads
 
 
 class OutputSpaceOperator(ModelOperator):
@@ -67,7 +68,7 @@ class GGNOperator(OutputSpaceOperator):
 
     ``loss_fn`` must be a criterion applied to the model output: cross-entropy, NLL (on
     log-probabilities), MSE, BCE-with-logits or BCE, given as a module, a
-    ``torch.nn.functional`` function or a name (see :mod:`curvlens.operators._losses`). For
+    ``torch.nn.functional`` function or a name (see :mod:`curvlens.problem.losses`). For
     these losses the output Hessian is PSD, so ``G`` is PSD; for cross-entropy, NLL,
     BCE-with-logits and MSE it equals the Fisher information of the model's likelihood.
 
@@ -81,21 +82,27 @@ class GGNOperator(OutputSpaceOperator):
         True
     """
 
-    def __init__(self, model: nn.Module, loss_fn, data: Any, **kwargs):
-        self._check_form(loss_fn, kwargs.get("loss_form", "auto"))
-        red = kwargs.get("reduction") or getattr(loss_fn, "reduction", "mean")
-        self.spec: LossSpec = identify_loss(loss_fn, red if red in ("mean", "sum") else "mean",
-                                            purpose=type(self).__name__)
-        if not isinstance(loss_fn, nn.Module):  # a name or a functional: use the spec itself
-            loss_fn = self.spec
+    def __init__(self, model: Any, loss_fn=None, data: Any = None, **kwargs):
+        who = type(self).__name__
+        loss_arg = loss_fn
+        if not isinstance(model, Problem) and loss_fn is not None and not isinstance(loss_fn, (str, nn.Module)):
+            self._check_form(loss_fn, kwargs.get("loss_form", "auto"))
+            # a torch.nn.functional loss: use its spec as the criterion
+            red = kwargs.get("reduction") or "mean"
+            loss_arg = identify_loss(loss_fn, red, purpose=who)
             kwargs["loss_form"] = "criterion"
-        super().__init__(model, loss_fn, data, **kwargs)
+        problem = as_problem(model, loss_arg, data, kwargs, who)
+        if problem.loss_form == "model_batch":
+            self._check_form(problem.loss_fn, "model_batch")
+        self.spec: LossSpec = (problem.loss_fn if isinstance(problem.loss_fn, LossSpec)
+                               else identify_loss(problem.loss_fn, problem.reduction, purpose=who))
+        super().__init__(problem, **kwargs)
 
     def _check_form(self, loss_fn, loss_form: str) -> None:
-        if not isinstance(loss_fn, str) and resolve_loss_form(loss_fn, loss_form) == "model_batch":
+        if resolve_loss_form(loss_fn, loss_form) == "model_batch":
             raise ValueError(
                 f"loss_fn: {type(self).__name__} needs a criterion applied to the model output "
-                "(cross_entropy, nll, mse, bce_with_logits, bce), got a loss_fn(model, batch); "
+                "(cross_entropy, nll, mse, bce_with_logits, bce_probs), got a loss_fn(model, batch); "
                 "use HessianOperator or EmpiricalFisherOperator for it"
             )
 

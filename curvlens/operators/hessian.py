@@ -33,7 +33,7 @@ class HessianOperator(ModelOperator):
 
     is_psd = False
 
-    def __init__(self, model: nn.Module, loss_fn, data: Any, *, backend: str = "auto", **kwargs):
+    def __init__(self, model: Any, loss_fn=None, data: Any = None, *, backend: str = "auto", **kwargs):
         if backend not in ("auto", "double_backward", "fwd_rev"):
             raise ValueError(f"backend: expected 'auto', 'double_backward' or 'fwd_rev', got {backend!r}")
         self.backend = "double_backward" if backend == "auto" else backend
@@ -41,14 +41,16 @@ class HessianOperator(ModelOperator):
             kwargs["max_graph_memory"] = 0
         super().__init__(model, loss_fn, data, **kwargs)
 
-    def _block_kwargs(self, *args) -> dict:
-        kw = super()._block_kwargs(*args)
+    def _op_kwargs(self) -> dict:
+        kw = super()._op_kwargs()
         kw["backend"] = self.backend
+        if self.backend == "fwd_rev":
+            kw.pop("max_graph_memory")
         return kw
 
     def _build(self, i: int) -> list:
         with self.state_guard():
-            loss, _, _ = self._batch_loss(i, self._device_batch(i))
+            loss, _, _ = self.problem.batch_loss(i)
             return grads([loss * self.batch_weight(i)], self.params, [None], batched=False,
                          create_graph=self.backend == "double_backward", retain_graph=True)
 
@@ -98,7 +100,8 @@ class HessianOperator(ModelOperator):
                 res = vmap(hvp)(*tangents) if k > 1 else [r.unsqueeze(0) for r in hvp(*[t[0] for t in tangents])]
             part = torch.cat([r.reshape(k, -1) for r in res], dim=1)
             out = part if out is None else out + part
-        return out.T.contiguous()
+        out = torch.zeros(k, self.dim, dtype=self.dtype, device=self.device) if out is None else out
+        return self.problem.reduce_(out.T.contiguous(), "curvature product")
 
 
 def pd_prefix(pd: dict) -> dict:

@@ -9,20 +9,18 @@ Batches beyond the budget are recomputed on each product ("streamed").
 
 from __future__ import annotations
 
-import inspect
 import logging
 import time
 from typing import Any, Callable
 
 import torch
-from torch import nn
 
 from curvlens._memory import available_memory
 from curvlens.errors import NonFiniteLossError
-from curvlens.operators._data import batch_size, collect_batches, to_device
-from curvlens.operators._params import ParamSpec, make_blocks, select_params
-from curvlens.operators._state import check_mode, preserved_state
 from curvlens.operators.base import CurvatureOperator
+from curvlens.problem import Problem
+from curvlens.problem.differentiable import check_twice_differentiable
+from curvlens.problem.problem import call_model, resolve_loss_form  # noqa: F401  (re-exported)
 
 log = logging.getLogger("curvlens.operators")
 
@@ -35,180 +33,142 @@ def default_graph_memory() -> int:
     return int(min(DEFAULT_GRAPH_CAP, available_memory() * DEFAULT_GRAPH_FRACTION))
 
 
-def resolve_loss_form(loss_fn: Any, loss_form: str = "auto") -> str:
-    """``"criterion"`` or ``"model_batch"``: how ``loss_fn`` is called (see :class:`ModelOperator`)."""
-    if loss_form not in ("auto", "criterion", "model_batch"):
-        raise ValueError(f"loss_form: expected 'auto', 'criterion' or 'model_batch', got {loss_form!r}")
-    if not callable(loss_fn):
-        raise TypeError(
-            f"loss_fn: expected a criterion such as torch.nn.CrossEntropyLoss() or a function "
-            f"loss_fn(model, batch) -> scalar, got {type(loss_fn).__name__}"
-        )
-    if loss_form != "auto":
-        return loss_form
-    if isinstance(loss_fn, nn.Module):
-        return "criterion"
-    try:
-        first = next(iter(inspect.signature(loss_fn).parameters))
-    except (TypeError, ValueError, StopIteration):
-        return "criterion"
-    return "model_batch" if first in ("model", "module", "net", "network") else "criterion"
+_PROBLEM_KWARGS = ("params", "reduction", "mode", "allow_random", "loss_form")
 
 
-def call_model(model: nn.Module, inputs: Any) -> Any:
-    if isinstance(inputs, dict):
-        return model(**inputs)
-    if isinstance(inputs, (tuple, list)):
-        return model(*inputs)
-    return model(inputs)
+def as_problem(model: Any, loss_fn: Any, data: Any, kwargs: dict, who: str) -> Problem:
+    """A :class:`Problem` from ``(problem)`` or ``(model, loss_fn, data, **problem kwargs)``;
+    the problem-level keyword arguments are popped from ``kwargs``."""
+    pk = {k: kwargs.pop(k) for k in _PROBLEM_KWARGS if k in kwargs}
+    if isinstance(model, Problem):
+        given = [n for n, v in (("loss_fn", loss_fn), ("data", data)) if v is not None] + sorted(pk)
+        if given:
+            raise TypeError(
+                f"{who}: got a Problem and also {', '.join(given)}; these belong to the Problem: pass "
+                f"{who}(problem) alone, or build the Problem with them (e.g. problem.with_data(batch))"
+            )
+        return model
+    if loss_fn is None:
+        raise TypeError(f"{who}: missing loss_fn; pass {who}(model, loss_fn, data) or {who}(problem)")
+    return Problem(model, loss_fn, data, **pk)
 
 
 class ModelOperator(CurvatureOperator):
-    """Base class of Hessian, GGN and Fisher operators of a model on a data set.
+    """Base class of Hessian, GGN and Fisher operators of a :class:`~curvlens.Problem`.
+
+    Construct from a problem, ``HessianOperator(problem)``, or from its parts,
+    ``HessianOperator(model, loss_fn, data, params=..., reduction=..., mode=...,
+    allow_random=..., loss_form=...)`` (see :class:`~curvlens.Problem` for those arguments).
+
+    The operator is **live**: it answers for the model's current weights. Retained graphs
+    are rebuilt lazily at the next product once a selected parameter has changed in place
+    (an optimizer step: its version counter moved) or been replaced; :meth:`refresh` forces
+    it (needed only after writes through ``p.data``, which autograd does not see).
 
     Args:
-        model: the network (``nn.Module``); never modified.
-        loss_fn: a criterion ``loss_fn(outputs, targets) -> scalar`` (e.g.
-            ``nn.CrossEntropyLoss()``), or ``loss_fn(model, batch) -> scalar`` for models whose
-            output is not a tensor or whose loss is not ``criterion(model(x), y)``. Functions
-            whose first parameter is called ``model`` are taken as the second form; force it
-            with ``loss_form``.
-        data: one ``(inputs, targets)`` batch or an iterable of batches (a DataLoader, a list).
-            Batches are collected once, so the operator is one fixed matrix.
-        params: which parameters (default: all with ``requires_grad``); see
-            :func:`curvlens.operators._params.select_params`.
-        reduction: ``"mean"`` (the per-batch loss is a mean over its samples; batches are
-            weighted by size so the operator is that of the mean over all samples) or
-            ``"sum"``. Default: the criterion's ``reduction`` attribute, else ``"mean"``.
-        mode: ``"eval"`` (default, deterministic) or ``"train"`` (batch statistics; running
-            statistics are never updated).
-        allow_random: accept a random operator (active dropout in train mode).
         max_graph_memory: bytes of retained graphs to keep between products (default: 25% of
             available memory, at most 4 GiB); 0 recomputes every batch on every product.
-        loss_form: ``"auto"``, ``"criterion"`` or ``"model_batch"``.
+            The bytes kept are in :attr:`graph_bytes`, the limit in :attr:`graph_memory_limit`.
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        loss_fn: Callable,
-        data: Any,
-        *,
-        params: ParamSpec = None,
-        reduction: str | None = None,
-        mode: str = "eval",
-        allow_random: bool = False,
-        max_graph_memory: int | None = None,
-        loss_form: str = "auto",
-    ):
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
-        self.model = model
-        self.loss_fn = loss_fn
-        self.loss_form = resolve_loss_form(loss_fn, loss_form)
-        if reduction is None:
-            reduction = getattr(loss_fn, "reduction", "mean") if self.loss_form == "criterion" else "mean"
-        if reduction not in ("mean", "sum"):
+    def __init__(self, model: Any, loss_fn: Any = None, data: Any = None, *,
+                 max_graph_memory: int | None = None, **kwargs):
+        who = type(self).__name__
+        problem = as_problem(model, loss_fn, data, kwargs, who)
+        if kwargs:
+            raise TypeError(f"{who}: unexpected keyword argument(s) {', '.join(sorted(kwargs))}")
+        self.problem = problem
+        super().__init__(problem.dim, problem.dtype, problem.device,
+                         param_shapes=problem.param_shapes, blocks=problem.blocks)
+        if max_graph_memory is not None and (isinstance(max_graph_memory, bool) or not isinstance(max_graph_memory, int)
+                                             or max_graph_memory < 0):
             raise ValueError(
-                f"reduction: expected 'mean' or 'sum', got {reduction!r}; a loss with reduction='none' "
-                "is not a scalar: reduce it with .mean() or .sum()"
+                f"max_graph_memory: expected a number of bytes >= 0 (or None for the default), got "
+                f"{max_graph_memory!r}; pass e.g. max_graph_memory=2**30, or 0 to recompute every product"
             )
-        self.reduction = reduction
-        check_mode(model, mode, allow_random)
-        self.mode = mode
-        self.param_names, self.params = select_params(model, params)
-        p0 = self.params[0]
-        super().__init__(
-            sum(p.numel() for p in self.params), p0.dtype, p0.device,
-            param_shapes=[p.shape for p in self.params], blocks=make_blocks(self.param_names, self.params),
-        )
-        self._spec = (params, reduction, mode, allow_random, max_graph_memory, loss_form)
-        self.batches = collect_batches(data)
-        self.batch_sizes = [batch_size(b, i) for i, b in enumerate(self.batches)]
-        self.num_samples = sum(self.batch_sizes)
-        if self.num_samples == 0:
-            raise ValueError("data: all batches are empty (0 samples); pass at least one sample")
-        self.budget = default_graph_memory() if max_graph_memory is None else int(max_graph_memory)
+        self.graph_memory_limit = default_graph_memory() if max_graph_memory is None else int(max_graph_memory)
+        self._max_graph_memory = max_graph_memory
         self._cache: dict[int, Any] = {}
         self.vjp_state: dict[str, dict] = {}  # per backward kind: batched or loop (see batched_vjp)
-        self._prepare()
+        self.num_refreshes = 0
+        self._prepare(validate=True)
 
-    # ------------------------------------------------------------------ construction
+    # ------------------------------------------------------------------ the problem's parts
+    model = property(lambda self: self.problem.model)
+    loss_fn = property(lambda self: self.problem.loss_fn)
+    loss_form = property(lambda self: self.problem.loss_form)
+    reduction = property(lambda self: self.problem.reduction)
+    mode = property(lambda self: self.problem.mode)
+    params = property(lambda self: self.problem.params)
+    param_names = property(lambda self: self.problem.param_names)
+    batches = property(lambda self: self.problem.batches)
+    batch_sizes = property(lambda self: self.problem.batch_sizes)
+    num_samples = property(lambda self: self.problem.num_samples)
+
     def batch_weight(self, i: int) -> float:
         """Weight of batch ``i`` in the total loss: ``n_i / N`` (mean) or 1 (sum)."""
-        return self.batch_sizes[i] / self.num_samples if self.reduction == "mean" else 1.0
+        return self.problem.batch_weight(i)
 
-    def _prepare(self) -> None:
-        """Validate every batch; keep graphs in order until the first one that does not fit."""
+    def _device_batch(self, i: int) -> Any:
+        return self.problem.device_batch(i)
+
+    def _inputs_targets(self, batch: Any, i: int) -> tuple[Any, Any]:
+        return self.problem.inputs_targets(batch, i)
+
+    def _batch_loss(self, i: int, batch: Any) -> tuple[torch.Tensor, Any, Any]:
+        return self.problem.batch_loss(i, batch)
+
+    def check_loss(self, loss: Any, i: int) -> torch.Tensor:
+        return self.problem.check_loss(loss, i)
+
+    def gradient(self) -> list[torch.Tensor]:
+        """Gradient of the total loss (see :meth:`curvlens.Problem.gradient`)."""
+        return self.problem.gradient()
+
+    def state_guard(self):
+        return self.problem.state_guard()
+
+    # ------------------------------------------------------------------ graphs, live
+    def _prepare(self, *, validate: bool) -> None:
+        """Build batches' graphs in order, keeping them until the first one that does not fit
+        the memory limit; with ``validate``, every batch is built once (its loss checked)."""
         used, caching = 0, True
-        for i in range(len(self.batches)):
+        self._cache = {}
+        count = len(self.batches) if validate else self._num_cached
+        for i in range(count):
             with _SavedBytes(self.params) as counter:
                 entry = self._build(i)
-            if i == 0:
+            if i == 0 and validate:  # on the first batch; an empty shard has none
                 check_twice_differentiable(self._graph_roots(entry), type(self).__name__)
-            caching = caching and used + counter.bytes <= self.budget
+            caching = caching and used + counter.bytes <= self.graph_memory_limit
             if caching:
                 self._cache[i] = entry
                 used += counter.bytes
         self.graph_bytes = used
+        self._num_cached = len(self._cache)
+        self._versions = self.problem.param_versions()
         log.debug("%s: %d/%d batches keep their graphs (%.1f MiB)", type(self).__name__,
                   len(self._cache), len(self.batches), used / 2**20)
 
-    def _device_batch(self, i: int) -> Any:
-        return to_device(self.batches[i], self.device, self.dtype)
+    def refresh(self) -> None:
+        """Rebuild the retained graphs for the current weights (automatic after in-place
+        updates; call it after writing through ``p.data``)."""
+        self._cache = {}
+        self._prepare(validate=False)
+        self.num_refreshes += 1
 
-    def _inputs_targets(self, batch: Any, i: int) -> tuple[Any, Any]:
-        if not isinstance(batch, (tuple, list)) or len(batch) != 2:
-            raise ValueError(
-                f"data: batch {i} must be an (inputs, targets) pair for a criterion loss_fn, got "
-                f"{type(batch).__name__}{'' if not isinstance(batch, (tuple, list)) else f' of length {len(batch)}'}; "
-                "for other batch structures pass loss_fn(model, batch)"
-            )
-        return batch[0], batch[1]
+    @property
+    def is_stale(self) -> bool:
+        """True when a parameter changed since the graphs were built (the next product rebuilds them)."""
+        return self.problem.param_versions() != self._versions
 
-    def _batch_loss(self, i: int, batch: Any) -> tuple[torch.Tensor, Any, Any]:
-        """(loss, outputs, targets) of batch ``i``; outputs/targets are None for model_batch."""
-        out = y = None
-        if self.loss_form == "criterion":
-            x, y = self._inputs_targets(batch, i)
-            out = call_model(self.model, x)
-            loss = self.loss_fn(out, y)
-        else:
-            loss = self.loss_fn(self.model, batch)
-        return self.check_loss(loss, i), out, y
+    def with_data(self, data: Any) -> "ModelOperator":
+        """The same operator on other data (an optimizer's curvature mini-batch)."""
+        return type(self)(self.problem.with_data(data), **self._op_kwargs())
 
-    def gradient(self) -> list[torch.Tensor]:
-        """Gradient of the total loss over all batches (weighted as the operator), with the
-        model's state preserved; parameters that do not reach the loss get zeros."""
-        acc = None
-        with self.state_guard():
-            for i in range(len(self.batches)):
-                loss, _, _ = self._batch_loss(i, self._device_batch(i))
-                g = torch.autograd.grad(loss * self.batch_weight(i), self.params, allow_unused=True)
-                g = [torch.zeros_like(p) if t is None else t for t, p in zip(g, self.params)]
-                acc = g if acc is None else [a.add_(b) for a, b in zip(acc, g)]
-        return acc
-
-    def check_loss(self, loss: Any, i: int) -> torch.Tensor:
-        if not isinstance(loss, torch.Tensor):
-            raise TypeError(f"loss_fn: expected a scalar tensor, got {type(loss).__name__} on batch {i}")
-        if loss.numel() != 1:
-            raise ValueError(
-                f"loss_fn: expected a scalar loss, got shape {tuple(loss.shape)} on batch {i}; "
-                "reduce it with reduction='mean' (or 'sum')"
-            )
-        if not loss.requires_grad:
-            raise ValueError(
-                f"loss_fn: the loss on batch {i} does not require grad, so it does not depend on the "
-                "selected parameters; compute it from the model's outputs and make sure the parameters "
-                "require grad (and no torch.no_grad() is active)"
-            )
-        if not bool(torch.isfinite(loss.detach()).all()):
-            raise NonFiniteLossError(
-                f"loss_fn: the loss is {float(loss.detach().reshape(())):.4g} on batch {i} (of "
-                f"{len(self.batches)}); check the data and the model's parameters for NaN/Inf"
-            )
-        return loss.reshape(())
+    def _op_kwargs(self) -> dict:
+        """Operator-level keyword arguments, to build a sibling (block, other data)."""
+        return dict(max_graph_memory=self._max_graph_memory)
 
     def _build(self, i: int) -> Any:
         """Differentiable state of batch ``i`` needed by :meth:`_apply_many` (subclasses)."""
@@ -225,6 +185,8 @@ class ModelOperator(CurvatureOperator):
 
     # ------------------------------------------------------------------ products
     def _matmat(self, V: torch.Tensor) -> torch.Tensor:
+        if self.problem.param_versions() != self._versions:
+            self.refresh()
         k = V.shape[1]
         Vt = V.T.contiguous()  # (k, D): every direction's slice of a parameter is contiguous
         Vp, start = [], 0
@@ -239,7 +201,10 @@ class ModelOperator(CurvatureOperator):
             if i not in self._cache:
                 part = self._apply_many([(i, self._build(i))], Vp)
                 acc = part if acc is None else [a.add_(b) for a, b in zip(acc, part)]
+        if acc is None:  # an empty shard of a process group contributes nothing
+            acc = [torch.zeros_like(v) for v in Vp]
         out = torch.cat([a.reshape(k, -1) for a in acc], dim=1).T
+        self.problem.reduce_(out, "curvature product")
         # a sum is NaN/Inf when any entry is (one reduction, no D x k mask: the mask cost ~4%
         # of a product for k = 8 at D = 1M); only then is the entrywise check run
         if not bool(torch.isfinite(out.sum())) and not bool(torch.isfinite(out).all()):
@@ -252,18 +217,7 @@ class ModelOperator(CurvatureOperator):
     def block(self, name: str) -> "ModelOperator":
         """The same operator restricted to one block's parameters (the exact diagonal block)."""
         b = self.get_block(name)
-        params, reduction, mode, allow_random, budget, loss_form = self._spec
-        return type(self)(
-            self.model, self.loss_fn, self.batches if len(self.batches) > 1 else self.batches[0],
-            params=list(b.param_names), **self._block_kwargs(reduction, mode, allow_random, budget, loss_form),
-        )
-
-    def _block_kwargs(self, reduction, mode, allow_random, budget, loss_form) -> dict:
-        return dict(reduction=reduction, mode=mode, allow_random=allow_random,
-                    max_graph_memory=budget, loss_form=loss_form)
-
-    def state_guard(self):
-        return preserved_state(self.model, self.mode, self.device)
+        return type(self)(self.problem.with_params(list(b.param_names)), **self._op_kwargs())
 
 
 def grads(outputs, inputs, grad_outputs, *, batched: bool, create_graph: bool = False,
@@ -278,36 +232,80 @@ def grads(outputs, inputs, grad_outputs, *, batched: bool, create_graph: bool = 
     return list(res)
 
 
-def batched_vjp(outputs, inputs, grad_outputs, k: int, state: dict) -> list[torch.Tensor]:
+def batched_vjp(outputs, inputs, grad_outputs, k: int, state: dict, *, clock: Callable[[], float] = time.perf_counter
+                ) -> list[torch.Tensor]:
     """Vector-Jacobian products of ``k`` stacked directions (leading dim ``k``).
 
     One batched backward (``is_grads_batched``, vmap over the backward graph) is usually
-    faster than ``k`` backwards, but not always: some operations (e.g. convolution backward)
-    have slow batching rules or none. The first few calls with ``k > 1`` time one direction
-    alone against the others batched; then ``state`` keeps the faster way.
+    faster per vector than ``k`` backwards, but not always: some operations have slow batching
+    rules or none, and the batched per-vector cost grows with ``k`` when the batched
+    intermediates leave the cache. The choice is made from timings, per size class
+    ``vjp_size_class(k)`` (powers of two), by :func:`choose_vjp_mode`: while a class is
+    undecided, its calls alternate between a loop (per-vector cost of single products) and one
+    batched call (per-vector cost at this ``k``); after ``DECIDE_AFTER`` timings of each, the
+    class is batched only if its best batched per-vector time beats the best single-vector
+    time. ``state`` keeps the timings and decisions; ``clock`` is the timer (injectable).
     """
-    mode = state.get("mode")
-    if k == 1 or mode == "loop":
+    if k == 1 or state.get("mode") == "loop":  # "loop": batching raised (no batching rule)
+        t0 = clock()
+        out = _loop_vjp(outputs, inputs, grad_outputs, range(k))
+        _record(state.setdefault("single_s", []), (clock() - t0) / k)
+        return out
+    decided = state.setdefault("decided", {})
+    cls = vjp_size_class(k)
+    if decided.get(cls) == "loop":
         return _loop_vjp(outputs, inputs, grad_outputs, range(k))
-    if mode == "batched":
+    if decided.get(cls) == "batched":
         return _batched(outputs, inputs, grad_outputs, k, state)
-    t0 = time.perf_counter()
-    first = _loop_vjp(outputs, inputs, grad_outputs, range(1))
-    t1 = time.perf_counter()
-    rest = _batched(outputs, inputs, [g[1:] for g in grad_outputs], k - 1, state)
-    t2 = time.perf_counter()
-    if state.get("mode") != "loop":  # batching worked: keep it only if it is faster per vector
-        loop_t, batch_t = state.setdefault("loop_s", []), state.setdefault("batched_s", [])
-        loop_t.append(t1 - t0)
-        batch_t.append((t2 - t1) / (k - 1))
-        if len(loop_t) >= DECIDE_AFTER:  # best of a few calls: first calls pay warm-up costs
-            state["mode"] = "batched" if min(batch_t) < min(loop_t) else "loop"
-            log.debug("batched backward %.3g s/vector vs loop %.3g s: using %s", min(batch_t), min(loop_t),
-                      state["mode"])
-    return [torch.cat([a, b]) for a, b in zip(first, rest)]
+    single, batched = state.setdefault("single_s", []), state.setdefault("batched_s", {}).setdefault(cls, [])
+    t0 = clock()
+    if len(batched) < len(single):  # alternate, starting with single products
+        out = _batched(outputs, inputs, grad_outputs, k, state)
+        if state.get("mode") == "loop":
+            return out
+        _record(batched, (clock() - t0) / k)
+    else:
+        out = _loop_vjp(outputs, inputs, grad_outputs, range(k))
+        _record(single, (clock() - t0) / k)
+    mode = choose_vjp_mode(single, batched)
+    if mode is not None:
+        decided[cls] = mode
+        log.debug("batched backward (k in class %d) %.3g s/vector vs single %.3g s/vector: using %s", cls,
+                  min(batched), min(single), mode)
+    return out
 
 
-DECIDE_AFTER = 3  # matmat calls timed before choosing batched or looped backward
+DECIDE_AFTER = 3  # timings of each kind (single, batched) before a size class is decided
+_KEEP = 8  # single-vector timings kept
+
+
+def vjp_size_class(k: int) -> int:
+    """The power of two ``>= k`` under which batched-vs-loop decisions for ``k`` vectors are kept.
+
+    Example:
+        >>> [vjp_size_class(k) for k in (2, 3, 4, 5, 8, 9)]
+        [2, 4, 4, 8, 8, 16]
+    """
+    return 1 << max(0, int(k) - 1).bit_length()
+
+
+def choose_vjp_mode(single_s, batched_s, *, min_samples: int = DECIDE_AFTER) -> str | None:
+    """``"batched"`` if the best batched per-vector time beats the best single-vector time,
+    ``"loop"`` otherwise; None while either has fewer than ``min_samples`` timings (the best of
+    a few, since first calls pay warm-up costs).
+
+    Example:
+        >>> choose_vjp_mode([1.86, 1.9, 1.87], [3.11, 3.2, 3.15]), choose_vjp_mode([1.0], [0.5])
+        ('loop', None)
+    """
+    if len(single_s) < min_samples or len(batched_s) < min_samples:
+        return None
+    return "batched" if min(batched_s) < min(single_s) else "loop"
+
+
+def _record(times: list, t: float) -> None:
+    times.append(t)
+    del times[:-_KEEP]
 
 
 def _batched(outputs, inputs, grad_outputs, k: int, state: dict) -> list[torch.Tensor]:
@@ -331,29 +329,6 @@ def _loop_vjp(outputs, inputs, grad_outputs, cols) -> list[torch.Tensor]:
         r = grads(outputs, inputs, [g[j] for g in grad_outputs], batched=False)
         out.append([torch.zeros_like(p) if x is None else x for x, p in zip(r, inputs)])
     return [torch.stack([c[n] for c in out]) for n in range(len(inputs))]
-
-
-def check_twice_differentiable(tensors, who: str) -> None:
-    """Refuse graphs that contain a first-derivative-only node (``@once_differentiable``).
-
-    Differentiating through such a node must fail, but with unused-input handling autograd can
-    drop its contribution silently, which would give a wrong curvature; so walk the graph once.
-    """
-    seen: set = set()
-    stack = [t.grad_fn for t in tensors if isinstance(t, torch.Tensor) and t.grad_fn is not None]
-    while stack:
-        fn = stack.pop()
-        if fn is None or fn in seen:
-            continue
-        seen.add(fn)
-        if type(fn).__name__ in ("Error", "DelayedError"):
-            raise ValueError(
-                f"model: {who} needs second derivatives, but the model contains an operation that can "
-                "only be differentiated once (a custom autograd.Function whose backward is marked "
-                "@once_differentiable, or a non-differentiable op); make its backward differentiable "
-                "or replace it by torch operations"
-            )
-        stack.extend(n for n, _ in fn.next_functions)
 
 
 class _SavedBytes:

@@ -15,6 +15,7 @@ from curvlens.recommend.hyperparams import suggest
 from curvlens.recommend.recommendation import Recommendation, RankedCandidate, RejectedCandidate
 from curvlens.recommend.rules import RULES, Rule, run_rule
 from curvlens.recommend.rules_curvature import _CORE, _negative_level
+from curvlens.recommend.build import runnable as _runnable
 from curvlens.results import RunTimer
 
 logger = logging.getLogger(__name__)
@@ -37,7 +38,14 @@ def as_summary(analysis: Any) -> dict[str, Any]:
     bad = [k for k in summary if not isinstance(k, str)]
     if bad:
         raise TypeError(f"analysis: expected str keys in the summary, got {bad[0]!r}")
-    return dict(summary)
+    summary = dict(summary)
+    cond = getattr(analysis, "conditioning", None)
+    if cond is not None and not isinstance(analysis, Mapping):  # keys an older summary() lacks
+        for key in ("lambda_min_residual", "lambda_min_status", "lambda_min_upper_bound",
+                    "condition_number_lower_bound"):
+            if summary.get(key) is None and getattr(cond, key, None) is not None:
+                summary[key] = getattr(cond, key)
+    return summary
 
 
 def _as_context(context: Any) -> RecommendationContext:
@@ -81,17 +89,46 @@ def _reasons(evidence: Sequence[Evidence]) -> list[str]:
     return out
 
 
+def _check_trial(trial: Any, model: Any, loss_fn: Any, data: Any) -> float | None:
+    if trial is None:
+        return None
+    if isinstance(trial, str):
+        from curvlens.recommend.context import parse_duration
+
+        try:
+            trial = parse_duration(trial)
+        except ValueError:
+            raise ValueError(f"trial: expected seconds or a duration like '30s', got {trial!r}; pass e.g. "
+                             "trial=30") from None
+    if isinstance(trial, bool) or not isinstance(trial, (int, float)) or not math.isfinite(trial) or trial <= 0:
+        raise ValueError(f"trial: expected a positive number of seconds, got {trial!r}; pass e.g. trial=30")
+    if model is None or loss_fn is None or data is None:
+        raise ValueError("trial: expected model=, loss_fn= and data= with it, got "
+                         f"{', '.join(k for k, v in (('model', model), ('loss_fn', loss_fn), ('data', data)) if v is None)}"
+                         " missing; pass the training problem to run trials on")
+    return float(trial)
+
+
 def recommend(analysis: Any, context: RecommendationContext | Mapping | None = None, *,
-              rules: Sequence[Rule] = RULES) -> Recommendation:
+              rules: Sequence[Rule] = RULES, model: Any = None, loss_fn: Any = None, data: Any = None,
+              trial: float | str | None = None, trial_candidates: int = 3, seed: int = 0) -> Recommendation:
     """Recommend an optimizer from curvature measurements and the training context.
 
     Every rule of the table (:data:`curvlens.recommend.rules.RULES`) reads the analysis summary
     and the context and adds evidence for or against SGD+momentum, Adam/AdamW, a
-    diagonal-Hessian method, L-BFGS, K-FAC and Newton-CG, each with a reason that quotes the
-    measured number and the threshold (:mod:`curvlens.recommend.thresholds`). Candidates are
-    ranked by prior + evidence; hard constraints (memory, unsupported layers) reject them.
+    diagonal-Hessian method, L-BFGS, K-FAC, Newton-CG and saddle-free Newton, each with a reason
+    that quotes the measured number and the threshold (:mod:`curvlens.recommend.thresholds`).
+    Candidates are ranked by prior + evidence; hard constraints (memory, unsupported layers)
+    reject them; candidates curvlens cannot build come after every runnable one and say why.
     Missing or non-finite measurements lower the confidence and are listed in ``missing``;
     they never raise.
+
+    With ``model``, ``loss_fn`` and ``data`` the recommender also measures what a summary lacks
+    (:func:`~curvlens.recommend.probe.probe_measurements`: the gradient time for the time model,
+    the curvature along Adam's step for its learning rate). With ``trial=seconds`` it then runs
+    the top ``trial_candidates`` runnable candidates over a small lr bracket each
+    (:func:`~curvlens.recommend.trials.run_trials`) and re-ranks them by measured loss decrease
+    per second; the user's model comes back bit-identical and the global RNG is not touched.
 
     Args:
         analysis: an ``AnalysisResult`` (anything with ``.summary()``) or a Mapping with the
@@ -101,9 +138,14 @@ def recommend(analysis: Any, context: RecommendationContext | Mapping | None = N
         context: what cannot be measured: a :class:`RecommendationContext`, a dict of its
             fields, or None.
         rules: the rule table to apply (default: all rules).
+        model, loss_fn, data: the training problem (optional; required with ``trial``).
+        trial: CPU seconds for trial runs (a number or a string like ``"30s"``), or None.
+        trial_candidates: how many of the top runnable candidates to try.
+        seed: seed of the trial runs (mini-batches, dropout, optimizers' own draws).
 
     Returns:
-        A :class:`Recommendation` (ranked ``candidates``, ``rejected``, ``warnings``, ``missing``).
+        A :class:`Recommendation` (ranked ``candidates``, ``rejected``, ``warnings``, ``missing``,
+        ``trials``).
 
     Example:
         >>> rec = recommend({"lambda_max": 50.0, "lambda_min": 0.001, "num_params": 1000},
@@ -112,8 +154,16 @@ def recommend(analysis: Any, context: RecommendationContext | Mapping | None = N
         'lbfgs'
     """
     timer = RunTimer()
-    m = Measurements(as_summary(analysis))
+    seconds = _check_trial(trial, model, loss_fn, data)
+    if isinstance(trial_candidates, bool) or not isinstance(trial_candidates, int) or trial_candidates < 1:
+        raise ValueError(f"trial_candidates: expected a positive int, got {trial_candidates!r}; pass e.g. 3")
+    summary = as_summary(analysis)
     ctx = _as_context(context)
+    if model is not None and loss_fn is not None and data is not None:
+        from curvlens.recommend.probe import probe_measurements
+
+        summary.update({k: v for k, v in probe_measurements(model, loss_fn, data).items() if summary.get(k) is None})
+    m = Measurements(summary)
     evidence: list[Evidence] = []
     warnings: list[str] = []
     missing: list[str] = []
@@ -138,24 +188,91 @@ def recommend(analysis: Any, context: RecommendationContext | Mapping | None = N
         else:
             alive.append(o)
     order = list(CANDIDATES)
-    alive.sort(key=lambda o: (-scores[o], order.index(o)))
+    can = {o: _runnable(o) for o in alive}
+    alive.sort(key=lambda o: (not can[o][0], -scores[o], order.index(o)))
 
     quality = max(0.5, 1.0 - 0.1 * len(m.nonfinite & set(_CORE)))
     if any(m.num(k) is not None and m.flag(f"{k}_certified") is False for k in ("lambda_max", "lambda_min")):
         quality *= 0.85
     base = (0.3 + 0.7 * _coverage(m, ctx)) * quality
-    best = scores[alive[0]] if alive else 0.0
-    gap = best - scores[alive[1]] if len(alive) > 1 else 1.0
+    ranked = [o for o in alive if can[o][0]] or alive
+    best = scores[ranked[0]] if ranked else 0.0
+    gap = best - scores[ranked[1]] if len(ranked) > 1 else 1.0
     candidates = []
     for i, o in enumerate(alive):
-        decisive = 0.5 + 0.5 * (1 - math.exp(-gap / 0.5)) if i == 0 else 0.5 * math.exp(-(best - scores[o]))
+        decisive = 0.5 + 0.5 * (1 - math.exp(-gap / 0.5)) if i == 0 else 0.5 * math.exp(-max(best - scores[o], 0))
         hp, cost, notes = suggest(o, m, ctx)
+        ok, how = can[o]
         candidates.append(RankedCandidate(
-            optimizer=o, label=CANDIDATES[o], score=round(scores[o], 4), confidence=round(base * decisive, 2),
-            cost_per_step=round(cost, 3), hyperparameters=hp, reasons=tuple(_reasons(by_opt[o]) + notes)))
+            optimizer=o, label=CANDIDATES[o], score=round(scores[o], 4),
+            confidence=round(base * decisive, 2) if ok else 0.0, cost_per_step=round(cost, 3), hyperparameters=hp,
+            reasons=tuple(_reasons(by_opt[o]) + notes + ([] if ok else [f"note: {how}"])), runnable=ok,
+            build_note=how))
+    trials: tuple = ()
+    if seconds is not None:
+        candidates, trials = _rerank_by_trials(candidates, model, loss_fn, data, seconds, ctx, m,
+                                               trial_candidates, seed)
     confidence = candidates[0].confidence if candidates else 0.0
     status = (f"applied {len(rules)} rules; {len(candidates)} candidates ranked, {len(rejected)} rejected; "
-              f"{len(missing)} inputs missing" + (" (see missing to raise confidence)" if missing else ""))
+              f"{len(missing)} inputs missing" + (" (see missing to raise confidence)" if missing else "")
+              + (f"; re-ranked by {len(trials)} trial(s)" if trials else ""))
     return Recommendation(candidates=tuple(candidates), rejected=tuple(rejected), warnings=tuple(warnings),
                           missing=tuple(missing), confidence=confidence, context=dataclasses.asdict(ctx),
-                          info=timer.info(True, status))
+                          info=timer.info(True, status), trials=trials)
+
+
+def _rates_at_common_time(trials) -> dict[str, float]:
+    """Loss decrease per second of each candidate's best run, all read at the same CPU time (the
+    shortest best run's length, curves interpolated): runs of different lengths compare fairly."""
+    import numpy as np
+
+    best = {}
+    for t in trials:
+        i = int(np.where(t.lrs == t.best_lr)[0][0])
+        sel = t.run_index == i
+        best[t.optimizer] = (t.seconds[sel], t.losses[sel], bool(t.diverged[i]), t.initial_loss)
+    ends = [x[-1] for x, _, d, _ in best.values() if not d and x[-1] > 0]
+    if not ends:
+        return {k: 0.0 for k in best}
+    T = min(ends)
+    out = {}
+    for k, (x, y, d, l0) in best.items():
+        if d or x[-1] <= 0:
+            out[k] = 0.0
+            continue
+        out[k] = max(l0 - float(np.interp(T, x, y)), 0.0) / T
+    return out
+
+
+def _rerank_by_trials(candidates, model, loss_fn, data, seconds, ctx, m, k, seed):
+    """Run the top ``k`` runnable candidates; order them by measured loss decrease per second and
+    adopt each one's best lr. The rest keep their order after them."""
+    from curvlens.recommend.trials import run_trials
+
+    tried = [c for c in candidates if c.runnable][:k]
+    if not tried:
+        return candidates, ()
+    full = m.full_batch(ctx.batch_size, ctx.dataset_size)
+    trials = run_trials(tried, model, loss_fn, data, seconds=seconds, batch_size=None if full else ctx.batch_size,
+                        gradient_seconds=m.num("gradient_seconds"), seed=seed)
+    by = {t.optimizer: t for t in trials}
+    common = _rates_at_common_time(trials)
+    order = sorted(tried, key=lambda c: -common[c.optimizer])
+    top_rate = common[order[0].optimizer]
+    out = []
+    for i, c in enumerate(order):
+        t = by[c.optimizer]
+        hp = dict(c.hyperparameters)
+        note = f"trial: {t.summary_line()}"
+        if "lr" in hp and hp["lr"] is not None and t.best_lr != hp["lr"] and not all(t.diverged):
+            hp["lr"] = t.best_lr
+            note += f"; lr set to the trial's best {t.best_lr:.3g}"
+        rel = common[c.optimizer] / top_rate if top_rate > 0 else 0.0
+        conf = round(min(0.95, 0.5 + 0.45 * (1 - rel if i == 0 and len(order) > 1 else 1.0)) if i == 0
+                     else 0.5 * rel, 2)
+        if i == 0 and len(order) > 1:
+            second = common[order[1].optimizer]
+            conf = round(min(0.95, 0.55 + 0.4 * (1 - second / top_rate)) if top_rate > 0 else 0.3, 2)
+        out.append(dataclasses.replace(c, hyperparameters=hp, confidence=conf, reasons=(note,) + c.reasons))
+    rest = [c for c in candidates if c not in tried]
+    return out + rest, trials

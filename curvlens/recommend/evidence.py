@@ -16,10 +16,13 @@ CANDIDATES = {
     "lbfgs": "L-BFGS",
     "kfac": "K-FAC",
     "newton_cg": "Newton-CG",
+    "saddle_free_newton": "saddle-free Newton",
 }
 FIRST_ORDER = ("sgd_momentum", "adamw")
-SECOND_ORDER = ("kfac", "newton_cg", "lbfgs")
-CURVATURE_AWARE = ("diag_hessian", "lbfgs", "kfac", "newton_cg")
+SECOND_ORDER = ("kfac", "newton_cg", "lbfgs", "saddle_free_newton")
+CURVATURE_AWARE = ("diag_hessian", "lbfgs", "kfac", "newton_cg", "saddle_free_newton")
+#: methods that choose their step by a line search or a trust region, not a fixed learning rate
+LINE_SEARCH = ("lbfgs",)
 
 
 @dataclass(frozen=True)
@@ -151,15 +154,55 @@ class Measurements:
         b, r = pairs[-1]
         return b * (r / T.MAX_CURVATURE_RSTDERR) ** 2, "noise study, extrapolated as 1/sqrt(B)"
 
+    def full_batch(self, batch_size: int | None, dataset_size: int | None = None) -> bool:
+        """Whether ``batch_size`` covers every sample (deterministic gradients)."""
+        n = self.num("num_samples")
+        return batch_size is not None and ((n is not None and n > 0 and batch_size >= n)
+                                           or (dataset_size is not None and batch_size >= dataset_size))
+
+    def bottom_resolved(self) -> bool | None:
+        """Whether the smallest Ritz value is separated from 0 by its certificate.
+
+        True when ``lambda_min`` is certified and ``lambda_min - lambda_min_residual > 0`` (the
+        residual is read when the summary has it), False when it is not certified or its
+        interval reaches 0, None when ``lambda_min`` was not measured.
+        """
+        lmin = self.num("lambda_min")
+        if lmin is None:
+            return None
+        if self.text("lambda_min_status") is not None:
+            return self.text("lambda_min_status") in ("verified", "resolved")
+        if self.flag("lambda_min_certified") is False:
+            return False
+        r = self.num("lambda_min_residual")
+        return lmin - (r or 0.0) > 0 if lmin > 0 else True
+
     def condition(self) -> tuple[float, str] | None:
-        """The condition number to reason with: exact when PSD, effective otherwise."""
-        for key in ("condition_number", "effective_condition_number"):
-            v = self.num(key)
-            if v is not None and v >= 1:
-                return v, key
+        """The condition number to reason with, and which quantity it is.
+
+        In order: ``condition_number`` (ratio of resolved extremes); the lower bound
+        ``kappa >= theta_max / theta_min`` that always holds because Ritz values lie inside the
+        spectrum (``condition_number_lower_bound``, or ``lambda_max/lambda_min`` with a
+        positive ``lambda_min``): key ``"...lower_bound"`` when the bottom end is unresolved;
+        and only when the smallest eigenvalue is negative or unmeasured, the
+        ``effective_condition_number`` (a different quantity, named as such in every reason).
+        """
+        v = self.num("condition_number")
+        if v is not None and v >= 1:
+            return v, "condition_number"
+        bound = self.num("condition_number_lower_bound")
         lmax, lmin = self.num("lambda_max"), self.num("lambda_min")
-        if lmax is not None and lmin is not None and lmin > 0 and lmax >= lmin:
-            return lmax / lmin, "lambda_max/lambda_min"
+        if bound is None and lmax is not None and lmin is not None and lmin > 0 and lmax >= lmin:
+            bound = lmax / lmin
+            if self.bottom_resolved():
+                return bound, "lambda_max/lambda_min"
+        if bound is not None and bound >= 1:
+            return bound, "condition_number_lower_bound"
+        if lmin is not None and lmin > 0:
+            return None  # positive but unresolved bottom end: an effective ratio would hide it
+        v = self.num("effective_condition_number")
+        if v is not None and v >= 1:
+            return v, "effective_condition_number"
         return None
 
 

@@ -1,6 +1,8 @@
 """Suggested hyperparameters and cost per step of each candidate, derived from measurements.
 
-- learning rate of SGD from ``lambda_max`` and the stability threshold ``(2 + 2 beta)/lr``;
+- learning rate of SGD from ``lambda_max`` and the stability threshold ``(2 + 2 beta)/lr``, with a
+  margin for the growth of sharpness during training;
+- learning rate of Adam from the curvature along its early step ``sign(g)`` (measured);
 - initial damping from the spectrum (bounds the damped condition number, and exceeds
   ``|lambda_min|`` when the curvature is indefinite);
 - minimum batch size of second-order methods from the noise study (critical batch);
@@ -63,6 +65,73 @@ def cg_iterations(m: Measurements, damping: float | None) -> int:
     return int(min(max(n, 1), T.MAX_CG_ITERS))
 
 
+def sharpening_margin(m: Measurements) -> tuple[float, str]:
+    """The factor lambda_max may still grow by: measured along a run (``lambda_max_growth``,
+    at least the default) or :data:`~curvlens.recommend.thresholds.SHARPENING_MARGIN`."""
+    g = m.num("lambda_max_growth")
+    if g is not None and g > T.SHARPENING_MARGIN:
+        return min(g, T.MAX_SHARPENING_MARGIN), f"lambda_max grew {fmt(g, 3)}x over the recorded run"
+    return T.SHARPENING_MARGIN, "margin for progressive sharpening (Cohen et al. 2021)"
+
+
+def sgd_lr(m: Measurements, beta: float) -> tuple[float | None, float | None, float]:
+    """``(lr, stability_limit, margin)``: ``lr = LR_FRACTION_OF_THRESHOLD * (2 + 2 beta) / lambda_max / margin``.
+
+    Example:
+        >>> from curvlens.recommend.evidence import Measurements
+        >>> sgd_lr(Measurements({"lambda_max": 10.0}), 0.9)  # 0.5 * 3.8 / 10 / 2
+        (0.095, 0.38, 2.0)
+    """
+    lmax = m.num("lambda_max")
+    margin = sharpening_margin(m)[0]
+    if lmax is None or lmax <= 0:
+        return None, None, margin
+    limit = (2 + 2 * beta) / lmax
+    return T.LR_FRACTION_OF_THRESHOLD * limit / margin, limit, margin
+
+
+def _sgd(m: Measurements, ctx: RecommendationContext, notes: list[str]):
+    beta = ctx.momentum if ctx.momentum is not None and ctx.momentum > 0 else T.DEFAULT_MOMENTUM
+    lr, limit, margin = sgd_lr(m, beta)
+    hp = {"lr": lr, "momentum": beta, "lr_stability_limit": limit}
+    if lr is None:
+        notes.append("note: lr not derived: measure lambda_max (lr = (1 + momentum) / lambda_max / margin)")
+    else:
+        why = sharpening_margin(m)[1]
+        notes.append(f"note: lr {fmt(lr)} = {T.LR_FRACTION_OF_THRESHOLD} x stability limit (2+2*{fmt(beta)})/"
+                     f"lambda_max = {fmt(limit)}, divided by {fmt(margin, 3)} ({why}): stable until lambda_max "
+                     f"grows {fmt(margin / T.LR_FRACTION_OF_THRESHOLD, 3)}x")
+    return hp, 1.0, notes
+
+
+def adam_lr(m: Measurements, ctx: RecommendationContext) -> tuple[float, str]:
+    """Adam's learning rate and where it comes from.
+
+    From the measured gradient statistics when present (``gradient_l1`` and ``sign_curvature``,
+    see :mod:`curvlens.recommend.probe`): ``ADAM_LR_FRACTION * |g|_1 / (s^T H s)``, the minimiser
+    of the quadratic model along Adam's early direction ``sign(g)`` with the sharpening margin;
+    else the current lr when Adam is in use; else a prior, said to be one.
+
+    Example:
+        >>> from curvlens.recommend.evidence import Measurements
+        >>> from curvlens.recommend.context import RecommendationContext
+        >>> adam_lr(Measurements({"gradient_l1": 3.0, "sign_curvature": 15.0}), RecommendationContext())[0]
+        0.1
+    """
+    l1, curv = m.num("gradient_l1"), m.num("sign_curvature")
+    if l1 is not None and curv is not None and curv > 0 and l1 > 0:
+        lr = T.ADAM_LR_FRACTION * l1 / curv
+        return lr, (f"{T.ADAM_LR_FRACTION} x |g|_1 / (s^T H s) = {T.ADAM_LR_FRACTION} x {fmt(l1)} / {fmt(curv)} with "
+                    "s = sign(g), the minimiser of the quadratic model along Adam's early step, halved as a margin "
+                    "for growing curvature")
+    if ctx.optimizer_id == "adamw" and ctx.lr is not None:
+        return ctx.lr, "the current lr, kept (Adam's step was not measured: pass model=, loss_fn=, data=)"
+    prior = T.ADAM_FINETUNE_LR if ctx.phase == "fine-tuning" else T.ADAM_DEFAULT_LR
+    return prior, ("a prior, not a measurement (" + ("fine-tuning default" if ctx.phase == "fine-tuning" else
+                   "Kingma & Ba default") + "): measure the gradient and the curvature along sign(g) by passing "
+                   "model=, loss_fn=, data= to recommend(), or run trials")
+
+
 def suggest(opt: str, m: Measurements, ctx: RecommendationContext) -> tuple[dict[str, Any], float, list[str]]:
     """Hyperparameters, cost per step (x SGD) and notes for candidate ``opt``."""
     notes: list[str] = []
@@ -71,28 +140,12 @@ def suggest(opt: str, m: Measurements, ctx: RecommendationContext) -> tuple[dict
         c = T.DEFAULT_HVP_COST
         if opt in ("diag_hessian", "kfac", "newton_cg"):
             notes.append(f"note: hvp_cost not measured, cost and interval assume {T.DEFAULT_HVP_COST} gradients")
-    lmax = m.num("lambda_max")
     hp: dict[str, Any]
     if opt == "sgd_momentum":
-        beta = ctx.momentum if ctx.momentum is not None and ctx.momentum > 0 else T.DEFAULT_MOMENTUM
-        limit = (2 + 2 * beta) / lmax if lmax is not None and lmax > 0 else None
-        lr = None if limit is None else T.LR_FRACTION_OF_THRESHOLD * limit
-        hp = {"lr": lr, "momentum": beta, "lr_stability_limit": limit}
-        if lr is None:
-            notes.append("note: lr not derived: measure lambda_max (lr = (1 + momentum) / lambda_max)")
-        else:
-            notes.append(f"note: lr {fmt(lr)} = {T.LR_FRACTION_OF_THRESHOLD} x stability limit "
-                         f"(2+2*{fmt(beta)})/lambda_max = {fmt(limit)}")
-        return hp, 1.0, notes
+        return _sgd(m, ctx, notes)
     if opt == "adamw":
-        if ctx.optimizer_id == "adamw" and ctx.lr is not None:
-            lr, src = ctx.lr, "current lr kept"
-        elif ctx.phase == "fine-tuning":
-            lr, src = T.ADAM_FINETUNE_LR, "fine-tuning default"
-        else:
-            lr, src = T.ADAM_DEFAULT_LR, "Kingma & Ba default"
-        notes.append(f"note: lr {fmt(lr)} is a prior ({src}); Adam's stability depends on the preconditioned "
-                     "sharpness, which was not measured")
+        lr, src = adam_lr(m, ctx)
+        notes.append(f"note: lr {fmt(lr)}: {src}")
         hp = {"lr": lr, "betas": [0.9, 0.999], "weight_decay": T.ADAMW_WEIGHT_DECAY, "eps": 1e-8}
         return hp, 1.0 + T.ADAM_OVERHEAD, notes
     damping = initial_damping(m, indefinite_ok=opt == "kfac")
@@ -115,10 +168,14 @@ def suggest(opt: str, m: Measurements, ctx: RecommendationContext) -> tuple[dict
         if ctx.memory_bytes is not None and p is not None:
             room = T.MEMORY_TIGHT_FRACTION * ctx.memory_bytes / (p * ctx.bytes_per_param)
             hist = int(min(T.LBFGS_HISTORY, max(3, (room - 3) // 2)))
-        n = m.num("num_samples") or ctx.dataset_size
-        hp = {"lr": 1.0, "history_size": hist, "line_search_fn": "strong_wolfe",
-              "min_batch_size": int(n) if n is not None and (mb is None or n <= mb) else mb}
+        hp = {"lr": 1.0, "history_size": hist, "line_search_fn": "strong_wolfe", "max_iter": 20}
+        notes.append("note: a strong-Wolfe line search picks each step (lr=1 is the first trial step); use the full "
+                     "batch: line searches need a deterministic loss; cost is per iteration (max_iter per .step())")
         return hp, T.LBFGS_EVALS_PER_STEP, notes
+    if opt == "saddle_free_newton":
+        d = initial_damping(m, indefinite_ok=True)
+        hp = {"lr": 1.0, "damping": d if d is not None else 1e-2, "subspace": 10}
+        return hp, 1.0 + 10 * c, notes
     if opt == "newton_cg":
         lmin = m.num("lambda_min")
         iters = cg_iterations(m, damping)

@@ -27,6 +27,9 @@ class RankedCandidate:
         cost_per_step: expected cost of one step in gradients of the same batch (SGD = 1).
         hyperparameters: suggested settings (numbers, str, lists, None when not derivable).
         reasons: ``"for: ..."`` / ``"against: ..."`` sentences, strongest first, then notes.
+        runnable: whether curvlens can build it (:meth:`build`); candidates that are not come
+            after every runnable one, with why in ``build_note``.
+        build_note: how it is built (``torch.optim.SGD``, a curvlens registry name) or why not.
     """
 
     optimizer: str
@@ -36,6 +39,28 @@ class RankedCandidate:
     cost_per_step: float
     hyperparameters: dict
     reasons: tuple[str, ...]
+    runnable: bool = True
+    build_note: str = ""
+
+    def build(self, model: Any, loss_fn: Any = None, *, generator: Any = None, **overrides: Any):
+        """A ready optimizer with the suggested hyperparameters (``overrides`` replace some, e.g.
+        ``lr=0.01``): ``torch.optim`` for first-order methods and L-BFGS, curvlens' own optimizers
+        (by registry name) for Newton-CG, K-FAC and saddle-free Newton.
+
+        Raises:
+            ValueError: the candidate is not runnable (see ``build_note``).
+        """
+        from curvlens.recommend.build import build
+
+        return build(self.optimizer, dict(self.hyperparameters), model, loss_fn, overrides=overrides,
+                     generator=generator)
+
+    @property
+    def code(self) -> tuple[str, ...]:
+        """The two lines of Python that build this optimizer (``model`` and ``loss_fn`` in scope)."""
+        from curvlens.recommend.build import code_lines
+
+        return code_lines(self.optimizer, dict(self.hyperparameters)) if self.runnable else ()
 
 
 @register_result("recommendation_rejected")
@@ -62,6 +87,7 @@ class Recommendation:
         confidence: confidence of the top choice, in [0, 1].
         context: the context used, as plain values.
         info: run metadata (deterministic: no seed, no matvecs).
+        trials: the trial runs that re-ranked the candidates (empty without ``trial=``).
     """
 
     candidates: tuple[RankedCandidate, ...]
@@ -71,11 +97,18 @@ class Recommendation:
     confidence: float
     context: dict
     info: RunInfo
+    trials: tuple = ()
 
     @property
     def top(self) -> RankedCandidate | None:
         """The best candidate, or None when every candidate was rejected."""
         return self.candidates[0] if self.candidates else None
+
+    def build(self, model: Any, loss_fn: Any = None, *, generator: Any = None, **overrides: Any):
+        """The top candidate's optimizer (see :meth:`RankedCandidate.build`)."""
+        if self.top is None:
+            raise ValueError("recommendation: expected a ranked candidate, got none (all rejected); see .rejected")
+        return self.top.build(model, loss_fn, generator=generator, **overrides)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict: ``{"candidates": [...], "warnings": [...], "rejected": [...], ...}``."""
@@ -83,9 +116,11 @@ class Recommendation:
             "candidates": [
                 {"optimizer": c.optimizer, "label": c.label, "score": c.score,
                  "hyperparameters": dict(c.hyperparameters), "cost_per_step": c.cost_per_step,
-                 "confidence": c.confidence, "reasons": list(c.reasons)}
+                 "confidence": c.confidence, "reasons": list(c.reasons), "runnable": c.runnable,
+                 "build_note": c.build_note, "code": list(c.code)}
                 for c in self.candidates
             ],
+            "trials": [t.to_dict() for t in self.trials],
             "warnings": list(self.warnings),
             "rejected": [{"optimizer": r.optimizer, "label": r.label, "reasons": list(r.reasons)}
                          for r in self.rejected],
@@ -102,9 +137,16 @@ class Recommendation:
             lines.append(f"{i:2d}. {c.label}  score {c.score:+.2f}  confidence {c.confidence:.2f}  "
                          f"cost/step {c.cost_per_step:.2f}x SGD")
             lines.append(f"    hyperparameters: {_hp_text(c.hyperparameters)}")
+            if c.runnable:
+                lines.extend(f"    >>> {x}" for x in c.code)
+            else:
+                lines.append(f"    ! {c.build_note}")
             lines.extend(f"    {_mark(r)} {_strip(r)}" for r in c.reasons[:max_reasons])
             if len(c.reasons) > max_reasons:
                 lines.append(f"    ... {len(c.reasons) - max_reasons} more (use --format json)")
+        if self.trials:
+            lines.append("Trial runs (loss decrease per second, best learning rate of each bracket):")
+            lines.extend(f"  {t.summary_line()}" for t in self.trials)
         if self.warnings:
             lines.append("Warnings:")
             lines.extend(f"  ! {w}" for w in self.warnings)

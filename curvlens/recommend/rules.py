@@ -38,9 +38,10 @@ RULES: tuple[Rule, ...] = (
     Rule("consistency", P.rule_consistency, ("num_samples", "lr", "momentum", "ctx.batch_size", "ctx.lr")),
     Rule("stability", C.rule_stability, ("lambda_max", "lr", "momentum", "ctx.lr", "ctx.momentum")),
     Rule("conditioning", C.rule_conditioning,
-         ("condition_number", "effective_condition_number", "lambda_max", "lambda_min")),
+         ("condition_number", "condition_number_lower_bound", "lambda_min_status", "lambda_min_residual",
+          "effective_condition_number", "lambda_max", "lambda_min", "num_samples", "ctx.batch_size")),
     Rule("negative_curvature", C.rule_negative_curvature,
-         ("negative_mass", "negative_mass_stderr", "saddle_verdict", "lambda_min", "lambda_max", "curvature")),
+         ("negative_mass", "negative_mass_stderr", "saddle_verdict", "lambda_min", "lambda_max", "curvature", "num_samples", "ctx.batch_size")),
     Rule("curvature_noise", P.rule_curvature_noise,
          ("critical_batch_lambda_max", "noise_batch_sizes", "noise_rstderr_lambda_max", "ctx.batch_size")),
     Rule("gradient_noise", P.rule_gradient_noise, ("gradient_noise_scale", "num_samples", "ctx.batch_size")),
@@ -49,7 +50,7 @@ RULES: tuple[Rule, ...] = (
     Rule("product_cost", P.rule_product_cost, ("hvp_cost",)),
     Rule("phase", P.rule_phase, ("ctx.phase",)),
     Rule("current_optimizer", P.rule_current_optimizer, ("ctx.optimizer", "ctx.phase")),
-    Rule("time_budget", P.rule_time_budget, ("seconds", "matvecs", "hvp_cost", "ctx.time_budget_s")),
+    Rule("time_budget", P.rule_time_budget, ("gradient_seconds", "num_samples", "ctx.batch_size", "ctx.time_budget_s")),
 )
 
 

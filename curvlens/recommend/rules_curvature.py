@@ -72,34 +72,65 @@ def rule_stability(m: Measurements, ctx: RecommendationContext, out: Outcome) ->
                  "expect loss spikes, or lower lr slightly")
 
 
+_COND_NAMES = {
+    "condition_number": "condition number",
+    "lambda_max/lambda_min": "lambda_max/lambda_min",
+    "condition_number_lower_bound": "condition number >=",
+    "effective_condition_number": "effective condition number",
+}
+
+
 def rule_conditioning(m: Measurements, ctx: RecommendationContext, out: Outcome) -> None:
     """Ill-conditioned problems favour curvature-aware methods; well-conditioned ones SGD.
 
     Gradient descent needs O(kappa) iterations to reduce the error by a constant factor,
     CG / Newton-type methods O(sqrt(kappa)) or O(1) (Nesterov 2004; Nocedal & Wright 2006).
+    Ritz values lie inside the spectrum, so ``theta_max / theta_min`` is a lower bound of kappa:
+    when the bottom end is unresolved only that bound is used, and a lower bound can show that a
+    problem is ill-conditioned, never that it is well-conditioned. The effective condition number
+    (``lambda_max / (trace/D)``) is a different quantity, used only where kappa is undefined
+    (an indefinite Hessian) or unmeasured, and named as such.
     """
     cond = m.condition()
     if cond is None:
+        if m.num("lambda_min") is not None and m.num("lambda_min") > 0 and m.num("lambda_max") is None:
+            out.need("lambda_max", "the condition number needs the top end too")
+            return
         out.need("condition_number", "conditioning decides between first- and second-order methods "
                  "(needs lambda_max and lambda_min, or the effective condition number)")
         return
     kappa, key = cond
-    name = {"condition_number": "condition number", "effective_condition_number": "effective condition number",
-            "lambda_max/lambda_min": "lambda_max/lambda_min"}[key]
+    name = _COND_NAMES[key]
+    bound = key == "condition_number_lower_bound" or key == "lambda_max/lambda_min"
+    note = ""
+    if bound:
+        note = " (a lower bound of the condition number: Ritz values lie inside the spectrum)"
+        if key == "condition_number_lower_bound":
+            out.warn(f"lambda_min is not resolved (its certificate interval reaches 0, or it is uncertified): the "
+                     f"condition number is only bounded below, kappa >= {fmt(kappa)}; re-run analyze in float64 "
+                     "(model.double()) or with a larger budget to resolve the bottom end")
+    if key == "effective_condition_number":
+        note = " (lambda_max over the mean curvature, not the condition number: lambda_min is negative or unmeasured)"
+    text = f"{name} {fmt(kappa)}" if key != "condition_number_lower_bound" else f"condition number >= {fmt(kappa)}"
     if kappa > T.ILL_CONDITIONED:
-        reason = (f"{name} {fmt(kappa)} > {fmt(T.ILL_CONDITIONED)} (ill-conditioned): SGD needs ~kappa steps per "
-                  "e-fold along the flattest direction, curvature-aware methods ~sqrt(kappa) or fewer")
+        reason = (f"{text} > {fmt(T.ILL_CONDITIONED)} (ill-conditioned){note}: SGD needs ~kappa steps per e-fold "
+                  "along the flattest direction, curvature-aware methods ~sqrt(kappa) or fewer")
         out.support(("newton_cg", "lbfgs"), 1.0, reason)
         out.support("kfac", 0.8, reason)
         out.support("diag_hessian", 0.5, reason)
         out.support("adamw", 0.3, reason)
         out.oppose("sgd_momentum", 1.0, reason)
-    elif kappa < T.WELL_CONDITIONED:
-        reason = (f"{name} {fmt(kappa)} < {fmt(T.WELL_CONDITIONED)} (well-conditioned): first-order methods "
+    elif kappa < T.WELL_CONDITIONED and key != "condition_number_lower_bound":
+        reason = (f"{text} < {fmt(T.WELL_CONDITIONED)} (well-conditioned){note}: first-order methods "
                   "converge in a few hundred steps; a curvature method's overhead does not pay back")
         out.support("sgd_momentum", 0.6, reason)
         out.support("adamw", 0.2, reason)
-        out.oppose(("kfac", "newton_cg", "lbfgs"), 0.5, reason)
+        out.oppose(("kfac", "newton_cg", "saddle_free_newton"), 0.5, reason)
+        if m.full_batch(ctx.batch_size, ctx.dataset_size):
+            out.oppose("lbfgs", 0.2, reason.replace("a curvature method's overhead does not pay back",
+                                                    "L-BFGS costs ~1.25 gradients per iteration, little to gain"))
+        else:
+            out.oppose("lbfgs", 0.5, reason)
         out.oppose("diag_hessian", 0.3, reason)
 
 
@@ -135,10 +166,14 @@ def _negative_level(m: Measurements) -> tuple[str, str] | None:
 
 
 def rule_negative_curvature(m: Measurements, ctx: RecommendationContext, out: Outcome) -> None:
-    """Negative curvature: quasi-Newton models break, noisy first-order methods escape saddles.
+    """Negative curvature: what it means depends on whether the gradients are exact.
 
-    Dauphin et al. 2014 (saddle points dominate high-dimensional losses); BFGS needs
-    ``s^T y > 0`` (Nocedal & Wright 2006, sec. 6.1); SGD escapes strict saddles (Ge et al. 2015).
+    Dauphin et al. 2014 (saddle points dominate high-dimensional losses). At mini-batch, BFGS
+    pairs need ``s^T y > 0`` (Nocedal & Wright 2006, sec. 6.1) and noisy pairs break it, while
+    stochastic first-order methods escape strict saddles (Ge et al. 2015). At full batch a
+    line-search method handles negative curvature itself (the strong-Wolfe line search only
+    accepts steps that decrease the loss and curvature pairs with ``s^T y > 0``; pairs that fail
+    are skipped), so it is no reason against L-BFGS, and there is no gradient noise to escape with.
     """
     curvature = m.text("curvature")
     if curvature in ("ggn", "fisher"):
@@ -150,17 +185,27 @@ def rule_negative_curvature(m: Measurements, ctx: RecommendationContext, out: Ou
         out.need("negative_mass", "negative curvature decides whether quasi-Newton methods are safe")
         return
     kind, why = level
-    if kind == "strong":
-        out.warn(f"strongly indefinite (saddle region): {why}; the point is far from a minimum")
-        out.oppose("lbfgs", 1.5, f"{why}: BFGS curvature pairs need s^T y > 0, so updates are skipped or the "
-                   "quadratic model is indefinite")
-        reason = f"{why}: stochastic first-order methods escape strict saddles"
-        out.support(("sgd_momentum", "adamw"), 0.5, reason)
-        out.support("newton_cg", 0.2, f"{why}: Newton-CG with damping > |lambda_min| (or the GGN) handles "
-                    "indefinite curvature")
-    elif kind == "saddle":
-        out.warn(f"in a saddle region: {why}")
-        out.oppose("lbfgs", 0.7, f"{why}: quasi-Newton updates become unreliable with negative curvature")
-        out.support(("sgd_momentum", "adamw"), 0.3, f"{why}: stochastic first-order methods escape saddles")
+    full = m.full_batch(ctx.batch_size, ctx.dataset_size)
+    if kind in ("strong", "saddle"):
+        out.warn(f"strongly indefinite (saddle region): {why}; the point is far from a minimum" if kind == "strong"
+                 else f"in a saddle region: {why}")
+        if full:
+            out.support("lbfgs", 0.1, f"{why} at full batch: the strong-Wolfe line search only accepts steps that "
+                        "lower the loss and skips curvature pairs with s^T y <= 0, so negative curvature is no veto")
+            out.support("saddle_free_newton", 0.6 if kind == "strong" else 0.3,
+                        f"{why} at full batch: saddle-free Newton steps along |Lambda|, away from negative curvature")
+            out.support("newton_cg", 0.2, f"{why}: Newton-CG with damping > |lambda_min| (or the GGN) handles "
+                        "indefinite curvature")
+            return
+        w = 1.5 if kind == "strong" else 0.7
+        out.oppose("lbfgs", w, f"{why} at mini-batch: BFGS curvature pairs need s^T y > 0, so updates are skipped or "
+                   "the quadratic model is indefinite" if kind == "strong" else
+                   f"{why} at mini-batch: quasi-Newton updates become unreliable with negative curvature")
+        out.support(("sgd_momentum", "adamw"), 0.5 if kind == "strong" else 0.3,
+                    f"{why}: stochastic first-order methods escape strict saddles" if kind == "strong" else
+                    f"{why}: stochastic first-order methods escape saddles")
+        if kind == "strong":
+            out.support("newton_cg", 0.2, f"{why}: Newton-CG with damping > |lambda_min| (or the GGN) handles "
+                        "indefinite curvature")
     else:
         out.support("lbfgs", 0.3, f"{why}: curvature is essentially positive, a quasi-Newton model fits")

@@ -21,9 +21,7 @@ PARAMETER_FREE_LAYERS = frozenset({
 
 
 def _full_batch(m: Measurements, ctx: RecommendationContext) -> bool:
-    n = m.num("num_samples")
-    b, size = ctx.batch_size, ctx.dataset_size
-    return b is not None and ((n is not None and b >= n) or (size is not None and b >= size))
+    return m.full_batch(ctx.batch_size, ctx.dataset_size)
 
 
 def rule_consistency(m: Measurements, ctx: RecommendationContext, out: Outcome) -> None:
@@ -66,6 +64,7 @@ def rule_curvature_noise(m: Measurements, ctx: RecommendationContext, out: Outco
                   "are too noisy for K-FAC or Newton-CG")
         out.oppose(("kfac", "newton_cg"), 1.0, reason)
         out.oppose("lbfgs", 1.2, reason.replace("K-FAC or Newton-CG", "L-BFGS (noisy curvature pairs)"))
+        out.oppose("saddle_free_newton", 1.0, reason.replace("K-FAC or Newton-CG", "saddle-free Newton"))
         out.oppose("diag_hessian", 0.3, reason.replace("K-FAC or Newton-CG", "a Hessian-diagonal estimate"))
     else:
         reason = (f"batch {b} is at or above the curvature critical batch size ~{bc:.0f}{err} [{source}]: "
@@ -89,7 +88,13 @@ def rule_gradient_noise(m: Measurements, ctx: RecommendationContext, out: Outcom
                   "gradients are exact, so deterministic methods with line searches converge reliably")
         out.support("lbfgs", 1.2, reason)
         out.support("newton_cg", 0.6, reason)
+        out.support("saddle_free_newton", 0.3, reason)
         return
+    _gradient_noise_scale(m, b, out)
+    _minibatch_line_search(out, b, int(m.num("num_samples") or ctx.dataset_size or 0))
+
+
+def _gradient_noise_scale(m: Measurements, b: int, out: Outcome) -> None:
     bn = m.num("gradient_noise_scale")
     if bn is None or bn <= 0:
         out.need("gradient_noise_scale", "compares your batch with the batch beyond which curvature pays off")
@@ -107,6 +112,11 @@ def rule_gradient_noise(m: Measurements, ctx: RecommendationContext, out: Outcom
         out.support("kfac", 0.6, reason)
         out.support("newton_cg", 0.4, reason)
         out.support(("adamw", "diag_hessian"), 0.3, reason)
+
+
+def _minibatch_line_search(out: Outcome, b: int, total: int) -> None:
+    out.oppose("lbfgs", 0.8, f"mini-batch (batch {b} of {total or 'more'} samples): L-BFGS line searches and "
+               "curvature pairs need a deterministic loss; use it at full batch")
 
 
 def rule_memory(m: Measurements, ctx: RecommendationContext, out: Outcome) -> None:
@@ -201,23 +211,24 @@ def rule_current_optimizer(m: Measurements, ctx: RecommendationContext, out: Out
 def rule_time_budget(m: Measurements, ctx: RecommendationContext, out: Outcome) -> None:
     """A tight time budget penalizes methods with a high cost per step.
 
-    The time of one gradient is estimated from the analysis (``seconds / matvecs / hvp_cost``,
-    scaled from ``num_samples`` to ``batch_size``): a rough upper bound.
+    The time of one gradient is the measured ``gradient_seconds`` (:mod:`curvlens.recommend.probe`:
+    one full-data gradient, scaled from ``num_samples`` to ``batch_size``). Without it the budget
+    is not converted (the analysis' wall time includes its own overheads, far above a gradient).
     """
     if ctx.time_budget_s is None:
         return
-    sec, mv, n = m.num("seconds"), m.num("matvecs"), m.num("num_samples")
-    c = m.num("hvp_cost") or T.DEFAULT_HVP_COST
-    if sec is None or mv is None or mv <= 0:
-        out.need("seconds and matvecs", "needed to turn the time budget into a number of steps")
+    t_grad, n = m.num("gradient_seconds"), m.num("num_samples")
+    if t_grad is None or t_grad <= 0:
+        out.need("gradient_seconds", "the measured time of one gradient turns the time budget into steps (pass "
+                 "model=, loss_fn=, data= to recommend())")
         return
-    t_grad = sec / mv / c
-    if ctx.batch_size is not None and n is not None and n > 0:
+    if ctx.batch_size is not None and n is not None and n > 0 and ctx.batch_size < n:
         t_grad *= ctx.batch_size / n
     steps = ctx.time_budget_s / max(t_grad, 1e-12)
     if steps < T.FEW_STEPS:
         reason = (f"time budget {fmt(ctx.time_budget_s)} s affords ~{steps:.0f} SGD steps (< {T.FEW_STEPS}, one "
-                  f"gradient ~{fmt(t_grad)} s estimated from the analysis): costly steps leave too few of them")
+                  f"gradient measured at {fmt(t_grad)} s): costly steps leave too few of them")
         out.oppose("newton_cg", 0.6, reason)
+        out.oppose("saddle_free_newton", 0.6, reason)
         out.oppose("kfac", 0.3, reason)
         out.oppose("diag_hessian", 0.2, reason)

@@ -20,6 +20,16 @@ STABILITY_RATIO_EDGE = 0.9
 #: suggested SGD lr = this fraction of the stability threshold: 1/lambda_max for plain GD,
 #: the step that is optimal for the sharpest direction of a quadratic.
 LR_FRACTION_OF_THRESHOLD = 0.5
+#: the sharpness of a network grows during training until it reaches the stability threshold
+#: (progressive sharpening, Cohen et al. 2021): the suggested SGD lr is divided by this margin
+#: so that training survives lambda_max growing by this factor from the measured value.
+SHARPENING_MARGIN = 2.0
+#: a measured (rather than assumed) margin: lambda_max growth over a recorded run, capped here.
+MAX_SHARPENING_MARGIN = 10.0
+#: Adam's step is about ``lr * sign(g)`` early on (Kingma & Ba 2015, sec. 2.1); the quadratic model
+#: along ``s = sign(g)`` is minimised at ``|g|_1 / (s^T H s)``; the suggested lr is this fraction
+#: of it (the same margin for the growth of curvature as for SGD).
+ADAM_LR_FRACTION = 0.5
 
 # --- conditioning (gradient descent needs O(kappa) iterations, CG / Newton-type and
 # well-preconditioned methods O(sqrt(kappa)) or fewer: Nesterov 2004, Nocedal & Wright 2006 ch. 3, 5).
@@ -99,6 +109,7 @@ MEMORY_COPIES = {
     "lbfgs": 3.0 + 2 * 10,  # params, grad, direction + 10 (s, y) pairs
     "kfac": 6.0,  # factors, their inverses, momentum (proxy without layer shapes)
     "newton_cg": 7.0,  # CG vectors (x, r, p, Ap) + retained graph not included
+    "saddle_free_newton": 3.0 + 10,  # params, grad, direction + a 10-vector Krylov basis
 }
 #: a method whose state takes more than this fraction of the memory budget is penalized
 #: (activations, data and the graph need the rest).
@@ -138,6 +149,7 @@ PRIOR_SCORE = {
     "lbfgs": 0.0,
     "kfac": 0.0,
     "newton_cg": 0.0,
+    "saddle_free_newton": -0.3,
 }
 #: a candidate whose score falls below this is moved to the rejected list.
 REJECT_SCORE = -1.0

@@ -1,4 +1,4 @@
-"""Figures and reports of curvature analyses (issue 5).
+"""Figures and reports of curvature analyses.
 
 * :func:`write_report` writes a self-contained ``report.html`` (figures embedded as base64
   PNGs, readable offline) and one PNG per figure, atomically.

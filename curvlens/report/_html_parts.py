@@ -121,29 +121,35 @@ def noise_table(nz: Any) -> str:
     out = table(["quantity", "full-data value", "fit a", "fit b", "critical batch size"], rows,
                 num_cols=(1, 2, 3, 4))
     notes = list(part(nz, "notes") or [])
+    negative = [q for i, q in enumerate(names) if fa[i] is not None and fa[i] == fa[i] and fa[i] < 0]
+    if negative:
+        notes.append(f"fit a < 0 for {', '.join(negative)}: a variance cannot be negative, so the intercept is zero "
+                     "within the noise of the fit (the error falls like 1/B over the batch sizes measured); the "
+                     "slope b and the critical batch size are what the study measures")
     return out + (ul(notes) if notes else "")
 
 
-def _info_row(name: str, info: Any) -> list[Any]:
+def _info_row(name: str, info: Any, words: Any = str) -> list[Any]:
     return [name, fmt(part(info, "converged")), fmt(part(info, "matvecs")), fmt(part(info, "wall_time"), 3),
-            fmt(part(info, "seed")), part(info, "status") or ""]
+            fmt(part(info, "seed")), words(str(part(info, "status") or ""))]
 
 
-def metadata_html(analysis: Any, versions: Mapping[str, str], created: str) -> str:
-    """Run metadata: the analysis' RunInfo, each part's RunInfo, notes, library versions."""
+def metadata_html(analysis: Any, versions: Mapping[str, str], created: str, *, words: Any = str) -> str:
+    """Run metadata: the analysis' RunInfo, each part's RunInfo, notes, library versions (statuses
+    through ``words``)."""
     info = part(analysis, "info")
     general = [["created (UTC)", created]]
     for key in ("curvature", "num_params", "num_samples", "lr", "momentum"):
         general.append([key, fmt(part(analysis, key))])
     if info is not None:
         general += [["dtype", part(info, "dtype") or ""], ["device", part(info, "device") or ""],
-                    ["seed", fmt(part(info, "seed"))], ["status", part(info, "status") or ""]]
+                    ["seed", fmt(part(info, "seed"))], ["status", words(str(part(info, "status") or ""))]]
     out = [table(["", ""], general)]
-    rows = [_info_row("analysis", info)] if info is not None else []
+    rows = [_info_row("analysis", info, words)] if info is not None else []
     for name in PART_NAMES:
         p = part(analysis, name)
         if p is not None and part(p, "info") is not None:
-            rows.append(_info_row(name, part(p, "info")))
+            rows.append(_info_row(name, part(p, "info"), words))
     if rows:
         out.append("<h3>Components</h3>")
         out.append(table(["component", "converged", "products", "seconds", "seed", "status"], rows,

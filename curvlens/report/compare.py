@@ -25,7 +25,7 @@ from curvlens.report.figures import eigen_parts
 from curvlens.report.html import _prepare_dir
 from curvlens.report.text import headline_rows
 
-__all__ = ["compare_figure", "comparison_rows", "comparison_table", "write_comparison"]
+__all__ = ["compare_figure", "comparison_rows", "comparison_table", "comparison_warnings", "write_comparison"]
 
 
 def _check(analyses: Any, labels: Any) -> tuple[list[Any], list[str]]:
@@ -62,6 +62,48 @@ def comparison_rows(analyses: Sequence[Any], labels: Sequence[str] | None = None
     return ["quantity", *labels], rows
 
 
+def _budget(analysis: Any) -> int | None:
+    import re
+
+    m = re.search(r"of budget (\d+)", str(part(part(analysis, "info"), "status") or ""))
+    return int(m.group(1)) if m else None
+
+
+def comparison_warnings(analyses: Sequence[Any], labels: Sequence[str] | None = None) -> list[str]:
+    """What makes the runs hard to compare, one sentence each: different budgets, dtypes or
+    curvatures; a saddle index the quadrature did not resolve; an infinite critical batch size.
+
+    Example:
+        >>> from types import SimpleNamespace as Run
+        >>> runs = [Run(summary=lambda: {"critical_batch_trace": float("inf")}), Run(summary=lambda: {})]
+        >>> print(comparison_warnings(runs, ["a", "b"])[0])
+        a: critical batch size (trace) is inf: no batch size of the study reached the target error; pass larger batch_sizes= or read it as "larger than the data"
+    """
+    analyses, labels = _check(analyses, labels)
+    out: list[str] = []
+    for what, values in (("budgets", [_budget(a) for a in analyses]),
+                         ("dtypes", [part(part(a, "info"), "dtype") for a in analyses]),
+                         ("curvatures", [summary_dict(a).get("curvature") for a in analyses])):
+        known = {v for v in values if v is not None}
+        if len(known) > 1:
+            pairs = ", ".join(f"{lab}: {v}" for lab, v in zip(labels, values) if v is not None)
+            out.append(f"the runs were made with different {what} ({pairs}); numbers near their tolerance "
+                       "differ for that reason alone: re-run with one setting")
+    for lab, a in zip(labels, analyses):
+        s = summary_dict(a)
+        if s.get("saddle_index") is not None and s.get("saddle_index_resolved") is False:
+            b = s.get("saddle_index_bounds")
+            bounds = f" (quadrature bounds [{float(b[0]):.2f}, {float(b[1]):.2f}])" if b is not None else ""
+            out.append(f"{lab}: saddle index {fmt(s['saddle_index'], 2)} NOT resolved{bounds}: compare the negative "
+                       "mass instead")
+        for key, name in (("critical_batch_lambda_max", "λmax"), ("critical_batch_trace", "trace")):
+            v = as_float(s.get(key))
+            if v is not None and math.isinf(v):
+                out.append(f"{lab}: critical batch size ({name}) is inf: no batch size of the study reached the "
+                           'target error; pass larger batch_sizes= or read it as "larger than the data"')
+    return out
+
+
 def comparison_table(analyses: Sequence[Any], labels: Sequence[str] | None = None) -> str:
     """Plain-text side-by-side table of the headline numbers (with uncertainties).
 
@@ -74,8 +116,10 @@ def comparison_table(analyses: Sequence[Any], labels: Sequence[str] | None = Non
     header, rows = comparison_rows(analyses, labels)
     table = [header, *rows]
     widths = [max(len(r[j]) for r in table) for j in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(r, widths))).rstrip()
+    text = "\n".join("  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(r, widths))).rstrip()
                      for r in table)
+    flags = comparison_warnings(analyses, labels)
+    return text + ("\n\nwarnings:\n" + "\n".join(f"  - {w}" for w in flags) if flags else "")
 
 
 def compare_figure(analyses: Sequence[Any], labels: Sequence[str] | None = None, *, floor: float = 1e-7) -> Any:
@@ -158,8 +202,14 @@ def write_comparison(analyses: Sequence[Any], labels: Sequence[str] | None, out_
         title: page title; default ``"curvlens comparison"``.
 
     Returns:
-        ``{"html": ..., "figure": ..., "json": ...}`` paths.
+        ``{"html": ..., "figure": ..., "json": ...}`` paths; for curvature time series
+        (:class:`~curvlens.io.series.CurvatureSeries`) the runs' series are overlaid instead
+        (:func:`curvlens.report.figures_series.write_series_comparison`, no JSON).
     """
+    from curvlens.report.figures_series import is_series, write_series_comparison
+
+    if isinstance(analyses, (list, tuple)) and analyses and all(is_series(a) for a in analyses):
+        return write_series_comparison(analyses, labels, out_dir, title=title)
     analyses, labels = _check(analyses, labels)
     if title is not None and not isinstance(title, str):
         raise TypeError(f"title: expected a str or None, got {type(title).__name__}; pass e.g. title='run 3'")
@@ -170,13 +220,15 @@ def write_comparison(analyses: Sequence[Any], labels: Sequence[str] | None, out_
     title = title or "curvlens comparison"
     body = [f"<h1>{H.esc(title)}</h1>", f'<p class="sub">{len(analyses)} runs · created {H.esc(created)}</p>',
             "<h2>Headline numbers</h2>", H.table(header, rows, num_cols=tuple(range(1, len(header)))),
+            H.ul(comparison_warnings(analyses, labels), "warn"),
             "<h2>Spectral densities and sharpness</h2>", H.img(png, "comparison of the runs"),
             '<p class="caption">Left: spectral densities (|density|, log scale). Right: λmax (error bars: residual) '
             "and trace (± standard error) per run. Also saved as <code>comparison.png</code>.</p>"]
     page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{H.esc(title)}</title><style>{H.CSS}</style></head><body>\n"
             + "\n".join(body) + "\n</body></html>\n")
-    doc = {"created": created, "labels": labels, "summaries": [summary_dict(a) for a in analyses]}
+    doc = {"created": created, "labels": labels, "warnings": comparison_warnings(analyses, labels),
+           "summaries": [summary_dict(a) for a in analyses]}
     paths = {"figure": out / "comparison.png", "json": out / "comparison.json", "html": out / "comparison.html"}
     with atomic_write(paths["figure"], "wb") as f:
         f.write(png)

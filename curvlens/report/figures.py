@@ -17,7 +17,7 @@ import numpy as np
 from curvlens.report._format import as_array, as_float, fmt, fmt_pm, part
 from curvlens.report._mpl import COLORS, new_figure
 
-__all__ = ["figure_density", "figure_sharpness", "figure_per_layer", "eigen_parts"]
+__all__ = ["figure_density", "figure_sharpness", "figure_per_layer", "eigen_parts", "display_density"]
 
 _MAX_BARS = 30
 
@@ -50,6 +50,40 @@ def _mark_eigenvalues(ax: Any, vals: np.ndarray, cert: np.ndarray, color: str, w
         ax.axvline(v, color=color, lw=1.1 if c else 1.0, ls="-" if c else ":", alpha=0.6, zorder=1, label=label)
 
 
+def display_density(grid: np.ndarray, density: np.ndarray, sigma: float | None, *,
+                    points: float = 80.0) -> tuple[np.ndarray, float]:
+    """The density smoothed for display to a width of ``(grid[-1] - grid[0]) / points``.
+
+    A density broadened by a Gaussian narrower than the spacing of its quadrature nodes draws as
+    a comb of spikes; convolving it (on its uniform grid) with a second Gaussian of standard
+    deviation ``sqrt(target**2 - sigma**2)`` gives the density broadened by ``target``, mass
+    preserved. Returns ``(density, target)``, or ``(density, 0.0)`` unchanged when it is already
+    that smooth or the grid is not uniform.
+
+    Example:
+        >>> g = np.linspace(-1, 1, 401)
+        >>> comb = ((np.abs(g * 20 - np.round(g * 20)) < 1e-9) & (np.abs(g) < 0.9)).astype(float)
+        >>> smooth, width = display_density(g, comb, 1e-3)
+        >>> round(width, 3), bool(smooth.max() < comb.max()), round(float(smooth.sum() / comb.sum()), 2)
+        (0.025, True, 1.0)
+    """
+    if grid.size < 3:
+        return density, 0.0
+    step = np.diff(grid)
+    if not np.allclose(step, step[0], rtol=1e-6, atol=0):
+        return density, 0.0
+    target = float(grid[-1] - grid[0]) / points
+    s = 0.0 if sigma is None or not math.isfinite(sigma) else float(sigma)
+    if s >= target or target <= 0:
+        return density, 0.0
+    extra = math.sqrt(target**2 - s**2) / float(step[0])
+    half = int(math.ceil(4 * extra))
+    x = np.arange(-half, half + 1)
+    kernel = np.exp(-0.5 * (x / extra) ** 2)
+    kernel /= kernel.sum()
+    return np.convolve(np.nan_to_num(density), kernel, mode="same"), target
+
+
 def figure_density(analysis: Any, *, floor: float = 1e-7) -> Any:
     """Estimated spectral density on a log y-axis with the top/bottom eigenvalues marked.
 
@@ -76,6 +110,10 @@ def figure_density(analysis: Any, *, floor: float = 1e-7) -> Any:
     if grid is None or d is None or grid.size < 2 or grid.size != d.size:
         return None
     se = as_array(part(dens, "density_stderr"))
+    sigma = as_float(part(dens, "sigma"))
+    d, smooth = display_density(grid, d, sigma)
+    if smooth and se is not None and se.size == d.size:
+        se = display_density(grid, se, sigma)[0]
     fig, (ax,) = new_figure(7.5, 4.4)
     d = np.abs(d)
     peak = float(np.nanmax(d)) if np.isfinite(d).any() and np.nanmax(d) > 0 else 1.0
@@ -99,8 +137,13 @@ def figure_density(analysis: Any, *, floor: float = 1e-7) -> Any:
     nodes = as_array(part(dens, "nodes"))
     method = str(part(dens, "method") or "").upper()
     probes = nodes.shape[0] if nodes is not None and nodes.ndim == 2 else None
-    sigma = as_float(part(dens, "sigma"))
-    bits = [b for b in (method, f"{probes} probes" if probes else "", f"σ = {fmt(sigma, 3)}" if sigma else "") if b]
+    pilot = "deflation pilot" in str(part(part(dens, "info"), "status") or "")
+    probe_text = (f"{probes + 1} probes: 1 deflation pilot + {probes} averaged" if probes and pilot
+                  else f"{probes} probes" if probes else "")
+    sigma_text = f"σ = {fmt(sigma, 3)}" if sigma else ""
+    if smooth:
+        sigma_text = f"σ = {fmt(sigma, 3)}, shown smoothed to {fmt(smooth, 3)}"
+    bits = [b for b in (method, probe_text, sigma_text) if b]
     ax.set_title("Spectral density" + (f" ({', '.join(bits)})" if bits else ""))
     ax.set_xlabel("eigenvalue λ")
     ax.set_ylabel("density (log scale)")

@@ -20,7 +20,9 @@ from curvlens.report._format import part
 from curvlens.report._mpl import png_bytes
 from curvlens.report.figures import figure_density, figure_per_layer, figure_sharpness
 from curvlens.report.figures_noise import figure_gradient_noise, figure_noise
+from curvlens.report.figures_trials import trial_section
 from curvlens.report.text import headline_rows
+from curvlens.report.wording import Words, analysis_words, translate_all
 
 __all__ = ["write_report", "render_report", "FIGURES", "REPORT_FILE"]
 
@@ -78,7 +80,7 @@ def render_figures(analysis: Any) -> dict[str, bytes]:
 
 
 def render_report(analysis: Any, *, recommendation: Any = None, title: str | None = None,
-                  figures: dict[str, bytes] | None = None) -> str:
+                  figures: dict[str, bytes] | None = None, words: Words | None = None) -> str:
     """The report as one HTML string (figures rendered unless ``figures`` is given).
 
     Args:
@@ -86,8 +88,15 @@ def render_report(analysis: Any, *, recommendation: Any = None, title: str | Non
         recommendation: a ``Recommendation`` (or its ``to_dict()``) or None.
         title: page title; default ``"curvlens report"``.
         figures: PNG bytes per figure key (from :func:`render_figures`), or None to render them.
+        words: rewrites every note, status and hint into the caller's interface (default
+            :func:`~curvlens.report.wording.analysis_words`: ``analyze``'s arguments).
     """
     _check_inputs(analysis, recommendation, title)
+    words = analysis_words if words is None else words
+    trials_html = trial_section(getattr(recommendation, "trials", ()))  # figure of the trial runs, if any
+    if recommendation is not None:
+        d = recommendation.to_dict() if callable(getattr(recommendation, "to_dict", None)) else dict(recommendation)
+        recommendation = translate_all(d, words)
     figs = render_figures(analysis) if figures is None else figures
     from curvlens.io.hdf5 import run_metadata
 
@@ -99,16 +108,17 @@ def render_report(analysis: Any, *, recommendation: Any = None, title: str | Non
         f"{part(analysis, 'num_samples'):,} samples" if isinstance(part(analysis, "num_samples"), int) else "",
         f"created {created}") if x)
     body = [f"<h1>{H.esc(title)}</h1>", f'<p class="sub">{H.esc(sub)}</p>', "<h2>Headline numbers</h2>",
-            H.table(["quantity", "value", "note"], [[r[1], r[2], r[3]] for r in headline_rows(analysis)],
+            H.table(["quantity", "value", "note"], [[r[1], r[2], r[3]] for r in headline_rows(analysis, words=words)],
                     num_cols=(1,))]
-    notes = [str(n) for n in (part(analysis, "notes") or ())]
-    unconverged = [f"{name}: {part(part(p, 'info'), 'status')}" for name in H.PART_NAMES
+    notes = [words(str(n)) for n in (part(analysis, "notes") or ())]
+    unconverged = [f"{name}: {words(str(part(part(p, 'info'), 'status')))}" for name in H.PART_NAMES
                    if (p := part(analysis, name)) is not None and part(part(p, "info"), "converged") is False]
     if notes or unconverged:
         body.append("<h2>Notes</h2>" + H.ul(notes) + (H.ul(unconverged, "warn") if unconverged else ""))
     body.append("<h2>Recommendation</h2>")
     body.append(H.recommendation_html(recommendation) if recommendation is not None
                 else '<p class="missing">No recommendation was computed (run curvlens recommend).</p>')
+    body.append(trials_html)
     for key, fname, section, caption, _ in FIGURES:
         body.append(f'<h2 id="{key}">{H.esc(section)}</h2>')
         if key in figs:
@@ -122,14 +132,14 @@ def render_report(analysis: Any, *, recommendation: Any = None, title: str | Non
         if key == "noise" and p is not None:
             body.append(H.noise_table(p))
     body.append("<h2>Run metadata</h2>")
-    body.append(H.metadata_html(analysis, run_metadata(), created))
+    body.append(H.metadata_html(analysis, run_metadata(), created, words=words))
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{H.esc(title)}</title>"
             f"<style>{H.CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
 
 
 def write_report(analysis: Any, out_dir: str | os.PathLike, *, recommendation: Any = None,
-                 title: str | None = None) -> dict[str, Path]:
+                 title: str | None = None, words: Words | None = None) -> dict[str, Path]:
     """Write ``report.html`` (figures embedded) and one PNG per measured figure into ``out_dir``.
 
     Everything is rendered in memory first; only then is each file written atomically
@@ -144,6 +154,7 @@ def write_report(analysis: Any, out_dir: str | os.PathLike, *, recommendation: A
         recommendation: a ``Recommendation`` (from :func:`curvlens.recommend.recommend`), its
             ``to_dict()``, or None.
         title: page title; default ``"curvlens report"``.
+        words: rewrites every note and hint into the caller's interface (see :func:`render_report`).
 
     Returns:
         ``{"html": Path("out/report.html"), "density": Path("out/density.png"), ...}``: the
@@ -157,11 +168,18 @@ def write_report(analysis: Any, out_dir: str | os.PathLike, *, recommendation: A
 
         paths = write_report(analysis, "runs/ckpt10", recommendation=rec)
         sorted(paths)  # ['density', 'html', 'sharpness']
+
+    A :class:`~curvlens.io.series.CurvatureSeries` (a monitor's ``run.h5``) is drawn by
+    :func:`curvlens.report.figures_series.write_series_report` instead.
     """
+    from curvlens.report.figures_series import is_series, write_series_report
+
+    if is_series(analysis):
+        return write_series_report(analysis, out_dir, title=title)
     _check_inputs(analysis, recommendation, title)
     out = _prepare_dir(out_dir)
     figs = render_figures(analysis)
-    page = render_report(analysis, recommendation=recommendation, title=title, figures=figs)
+    page = render_report(analysis, recommendation=recommendation, title=title, figures=figs, words=words)
     written: dict[str, Path] = {}
     for key, fname, *_ in FIGURES:
         if key in figs:

@@ -33,6 +33,11 @@ def make_logprobs() -> nn.Module:
     return nn.Sequential(make(), nn.LogSoftmax(dim=1))
 
 
+def make_probs() -> nn.Module:
+    """:func:`make` followed by ``Sigmoid`` (outputs probabilities, for ``--loss bce_probs``)."""
+    return nn.Sequential(make(), nn.Sigmoid())
+
+
 def make_raises() -> nn.Module:
     raise RuntimeError("tiny factory refuses to build: no such GPU")
 
@@ -85,3 +90,24 @@ def data():
 def half_mse(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """A user loss ``--loss tests/cli/_tiny.py:half_mse``: 0.5 * mean squared error."""
     return 0.5 * ((outputs - targets) ** 2).mean()
+
+
+class TinyTransformer(nn.Module):
+    """Each of the 3 features as a token: embed, one ``nn.TransformerEncoderLayer`` with PyTorch's
+    default (fused) attention, mean-pool, classify. float32, where the fused CPU kernel runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Linear(1, 4)
+        self.encoder = nn.TransformerEncoderLayer(4, 2, dim_feedforward=8, dropout=0.1, batch_first=True)
+        self.head = nn.Linear(4, OUT)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(self.embed(x.unsqueeze(-1))).mean(1))
+
+
+def make_transformer() -> nn.Module:
+    """:class:`TinyTransformer`, initialised from seed 0 without the global RNG."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return TinyTransformer()

@@ -62,6 +62,7 @@ def files(tmp_path_factory) -> Path:
     torch.export.save(torch.export.export(m, (x[:2],)), str(d / "program_batch2.pt2"))  # batch size fixed at 2
     torch.save(m, d / "whole.pt")  # a fully pickled module
     torch.save(torch.nn.Sequential(m, torch.nn.LogSoftmax(dim=1)).state_dict(), d / "logprobs.pt")
+    torch.save(torch.nn.Sequential(m, torch.nn.Sigmoid()).state_dict(), d / "probs.pt")
     (d / "weights.safetensors").write_bytes(_safetensors_bytes(sd))
     raw = (d / "bare.pt").read_bytes()
     (d / "truncated.pt").write_bytes(raw[: len(raw) // 2])

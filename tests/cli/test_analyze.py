@@ -107,7 +107,7 @@ def test_version(run_cli):
     ("nested_state_dict.pt", ("--model", MODEL_MODULE_SPEC), "stripped key prefix 'module.'"),
     ("nested_model_state_dict.pt", ("--model", MODEL_FILE_SPEC), "stripped key prefix 'module.'"),
     ("scripted.pt", (), None),
-    ("scripted.pt", ("--model", MODEL_FILE_SPEC), "model= ignored: the torchscript archive"),
+    ("scripted.pt", ("--model", MODEL_FILE_SPEC), "--model ignored: the torchscript archive"),
     ("program.pt2", (), None),
     ("whole.pt", ("--trust-checkpoint",), "unpickled with weights_only=False (trusted)"),
     ("weights.safetensors", ("--model", MODEL_FILE_SPEC), None),  # safetensors is in the test extra
@@ -163,7 +163,9 @@ def _targets(name):
 @pytest.mark.parametrize("loss, ckpt, model, data, ref_model, ref_loss", [
     ("cross_entropy", "bare.pt", "make", "data.pt", lambda: _tiny.make(3), nn.CrossEntropyLoss()),
     ("mse", "bare.pt", "make", "regression.pt", lambda: _tiny.make(3), nn.MSELoss()),
-    ("bce", "bare.pt", "make", "binary.pt", lambda: _tiny.make(3), nn.BCEWithLogitsLoss()),
+    ("bce_with_logits", "bare.pt", "make", "binary.pt", lambda: _tiny.make(3), nn.BCEWithLogitsLoss()),
+    ("bce_probs", "probs.pt", "make_probs", "binary.pt", lambda: nn.Sequential(_tiny.make(3), nn.Sigmoid()),
+     nn.BCELoss()),
     ("nll", "logprobs.pt", "make_logprobs", "data.pt",
      lambda: nn.Sequential(_tiny.make(3), nn.LogSoftmax(dim=1)), nn.NLLLoss()),
     (f"{TINY_PY}:half_mse", "bare.pt", "make", "regression.pt", lambda: _tiny.make(3), _tiny.half_mse),
@@ -177,6 +179,24 @@ def test_losses(run_cli, files, tmp_path, loss, ckpt, model, data, ref_model, re
     s = summary(out)
     assert s["lambda_max"] == pytest.approx(float(ev[-1]), rel=1e-6)
     assert abs(s["trace"] - float(ev.sum())) <= 4 * s["trace_stderr"] + 1e-9
+
+
+@pytest.mark.parametrize("loss, ckpt, model, ref_model", [
+    ("bce_with_logits", "bare.pt", "make", lambda: _tiny.make(3)),
+    ("bce_logits", "bare.pt", "make", lambda: _tiny.make(3)),
+    ("bce_probs", "probs.pt", "make_probs", lambda: nn.Sequential(_tiny.make(3), nn.Sigmoid())),
+])
+def test_loss_name_means_the_same_in_cli_and_api(run_cli, files, tmp_path, loss, ckpt, model, ref_model):
+    """--loss NAME --curvature ggn measures the GGN that GGNOperator(model, NAME, data) is (dense float64)."""
+    from curvlens.operators import GGNOperator
+
+    x, y = _tiny.inputs(), _targets(files / "binary.pt")
+    top = float(torch.linalg.eigvalsh(GGNOperator(ref_model(), loss, (x, y)).to_dense())[-1])
+    out = tmp_path / "out"
+    r = run_cli("analyze", files / ckpt, "--model", f"{TINY_PY}:{model}", "--data", files / "binary.pt",
+                "--loss", loss, "--curvature", "ggn", "--out", out, *QUICK)
+    assert r.exit_code == 0, r
+    assert summary(out)["lambda_max"] == pytest.approx(top, rel=1e-6)
 
 
 def test_ggn_is_psd_and_below_the_hessian_top(run_cli, files, tmp_path, reference):
@@ -225,15 +245,15 @@ def test_full_analysis_writes_every_figure(full_tiny, reference):
     r, out = full_tiny
     assert r.exit_code == 0, r
     assert sorted(p.name for p in out.iterdir()) == sorted(["report.html", "results.h5", "summary.json",
-                                                            *FIGURE_FILES])
+                                                            "manifest.json", *FIGURE_FILES])
     _assert_report_has_every_figure(out)
     s = summary(out)
     assert s["lambda_max"] == pytest.approx(reference["lambda_max"], rel=1e-6)
     assert s["lr"] == 0.5 and s["momentum"] == 0.9
     assert s["stability_threshold"] == pytest.approx((2 + 2 * 0.9) / 0.5)
     assert s["sharpness_ratio"] == pytest.approx(s["lambda_max"] / s["stability_threshold"])
-    assert "wrote density.png, gradient_noise.png, noise.png, per_layer.png, report.html, results.h5, " \
-           "sharpness.png, summary.json to" in r.stdout
+    assert "wrote density.png, gradient_noise.png, manifest.json, noise.png, per_layer.png, report.html, " \
+           "results.h5, sharpness.png, summary.json to" in r.stdout
 
 
 def test_results_h5_matches_summary_json(full_tiny):
@@ -259,7 +279,7 @@ def test_fewer_analyses_remove_stale_figures(full_tiny, run_cli, files, tmp_path
     r = run_cli("analyze", files / "bare.pt", "--model", MODEL_FILE_SPEC, "--data", files / "data.pt",
                 "--out", out, "--budget", "120", "--only", "trace", "-q")
     assert r.exit_code == 0, r
-    assert sorted(p.name for p in out.iterdir()) == ["report.html", "results.h5", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "report.html", "results.h5", "summary.json"]
     assert summary(out)["lambda_max"] is None
     assert 'density">Spectral density</h2>\n<p class="missing">' in (out / "report.html").read_text()
 
@@ -269,8 +289,15 @@ def test_fewer_analyses_remove_stale_figures(full_tiny, run_cli, files, tmp_path
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory, run_cli):
+    """``curvlens analyze --demo`` with its defaults, as ``make demo`` runs it."""
     out = tmp_path_factory.mktemp("demo") / "report"
-    return run_cli("analyze", "--demo", "--budget", "200", "--seed", "0", "--out", out), out
+    return run_cli("analyze", "--demo", "--out", out), out
+
+
+#: headline quantities that the demo's summary must hold (measured, or bounded with a stated reason)
+DEMO_HEADLINE = ("lambda_max", "lambda_min", "effective_condition_number", "trace", "saddle_index", "negative_mass",
+                 "saddle_verdict", "lr", "momentum", "stability_threshold", "sharpness_ratio",
+                 "critical_batch_lambda_max", "critical_batch_trace", "gradient_noise_scale", "hvp_cost")
 
 
 def test_demo_end_to_end(demo_run):
@@ -278,31 +305,40 @@ def test_demo_end_to_end(demo_run):
     assert r.exit_code == 0, r
     assert "loading ..." in r.stderr and "largest eigenvalue λmax" in r.stdout
     assert sorted(p.name for p in out.iterdir()) == sorted(["report.html", "results.h5", "summary.json",
-                                                            *FIGURE_FILES])
+                                                            "manifest.json", *FIGURE_FILES])
     _assert_report_has_every_figure(out)
     html = (out / "report.html").read_text(encoding="utf-8")
     assert "<title>curvlens: built-in demo: 5-arm 2-D spirals, 3000 samples" in html
-    # 30 or fewer Gauss nodes cannot place the bulk of tiny eigenvalues around 0: the saddle index
-    # is shown with its quadrature bounds, not resolved (exact: 4.0% of the eigenvalues below -1e-3)
-    line = next(ln for ln in r.stdout.splitlines() if ln.lstrip().startswith("saddle index"))
-    assert "quadrature bounds [" in line and "NOT resolved, verdict from negative mass" in line
     s = summary(out)
-    lo, hi = s["saddle_index_bounds"]
-    assert s["saddle_index_resolved"] is False and lo <= 0.0402 <= hi and hi - lo > 0.1
-    assert f"quadrature bounds [{lo:.2f}, {hi:.2f}]" in html
+    # every headline number is measured, and its eigenvalues certified: nothing in the table is missing
+    assert [k for k in DEMO_HEADLINE if s[k] is None] == []
+    assert s["lambda_max_certified"] is True and s["lambda_min_certified"] is True
+    assert "not measured" not in r.stdout and "NOT certified" not in r.stdout
+    assert s["lr"] == 0.5 and s["momentum"] == 0.9 and 0 < s["sharpness_ratio"] < 1  # trained with that SGD
+    # no component left unconverged: the report has no red notes of its own
+    assert '<li class="warn">' not in html.split("<h2>Recommendation</h2>")[0]
+    assert "estimate(s) stopped before their tolerance" not in r.stderr
+    # what stands in for an undefined / unresolved number says why
+    line = next(ln for ln in r.stdout.splitlines() if ln.lstrip().startswith("condition number"))
+    if s["condition_number"] is None:
+        assert "at least" in line or "undefined: λmin < 0" in line
+    line = next(ln for ln in r.stdout.splitlines() if ln.lstrip().startswith("saddle index"))
+    assert "quadrature bounds [" in line
+    assert "model evaluated in eval mode" in html
+    assert "max_matvecs" not in html and "max_matvecs" not in r.stdout
 
 
 def test_demo_numbers_match_the_library(demo_run):
-    from curvlens.data import demo_problem
+    from curvlens.data import DEMO_LR, DEMO_MOMENTUM, demo_problem
     from curvlens.diagnostics import analyze
+    from curvlens_cli._problem import DEMO_BUDGET
 
     r, out = demo_run
     cli_summary = summary(out)
     prob = demo_problem(seed=0)
     torch.set_num_threads(1)
-    with pytest.warns(UserWarning):  # the demo at budget 200 leaves some estimates uncertified, as the CLI says
-        lib = analyze(prob.model, prob.loss_fn, prob.data, budget=200, generator=0).summary()
-    assert "estimate(s) stopped before their tolerance" in r.stderr
+    lib = analyze(prob.model, prob.loss_fn, prob.data, budget=DEMO_BUDGET, lr=DEMO_LR, momentum=DEMO_MOMENTUM,
+                  generator=0).summary()
     assert cli_summary["num_params"] == 1317 and cli_summary["num_samples"] == 3000
     assert set(cli_summary) == set(lib)
     compared = 0
@@ -320,7 +356,7 @@ def test_demo_numbers_match_the_library(demo_run):
         else:
             assert got == v, k
     assert compared >= 8
-    assert cli_summary["matvecs"] <= 200 + 2
+    assert cli_summary["matvecs"] <= DEMO_BUDGET + 2
 
 
 # --- real subprocesses of the installed entry point ---------------------------------------------------

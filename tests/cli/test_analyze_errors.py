@@ -19,7 +19,7 @@ FAILURES = [
      r"'.*notes\.txt' is not a checkpoint: expected a torch\.save file, a TorchScript or torch\.export archive, "
      r"or a \.safetensors file, but it starts with b'these ar'"),
     ("data file as checkpoint", ["{f}/data.npz", "--model", "{m}"],
-     r"is a NumPy \.npz archive, not a model checkpoint; pass data files with --data"),
+     r"is a NumPy \.npz archive, not a model checkpoint; pass data files as --data$"),
     ("hdf5 as checkpoint", ["{f}/data.h5", "--model", "{m}"], r"is an HDF5 file, not a model checkpoint"),
     ("truncated", ["{f}/truncated.pt", "--model", "{m}"],
      r"checkpoint '.*truncated\.pt' is a corrupt or truncated zip archive .*; re-save or re-download it"),
@@ -45,7 +45,8 @@ FAILURES = [
      r"0\.weight checkpoint \(4, 3\) vs model \(5, 3\).*; check that --model builds the same architecture"),
     ("pickle without trust", ["{f}/whole.pt"],
      r"is a pickled Python object referring to torch\.nn\.modules\..*; unpickling it runs code from the file, "
-     r"so it is refused: pass --trust-checkpoint \(trust=True\) only if you trust its source"),
+     r"so it is refused: pass --trust-checkpoint only if you trust its source, or save model\.state_dict\(\) "
+     r"instead and load it with --model pkg\.module:factory$"),
     ("safetensors package missing", ["{f}/weights.safetensors", "--model", "{m}"],
      r"needs the optional package safetensors, which is not installed; install it with: pip install safetensors"),
     ("data/model shape mismatch", ["{f}/bare.pt", "--model", "{m}", "--data", "{f}/wide_inputs.pt"],
@@ -54,8 +55,8 @@ FAILURES = [
     ("export with a fixed batch size", ["{f}/program_batch2.pt2", "--data", "{f}/data.pt"],
      r"data/model shape mismatch: the model cannot take inputs of shape \(8, 3\) \(.*size\(\)\[0\] == 2\)"),
     ("no double backward", ["{f}/bare.pt", "--model", f"{TINY_PY}:make_once_differentiable"],
-     r"state_dict model '.*bare\.pt' cannot give Hessian-vector products: .*; save the state_dict and "
-     r"load it with --model"),  # once_differentiable: autograd silently drops second derivatives (allow_unused)
+     r"state_dict model '.*bare\.pt' cannot give Hessian-vector products: .*; every operation in the "
+     r"model's forward needs a second derivative"),  # once_differentiable: autograd silently drops second derivatives (allow_unused)
     ("loss/target mismatch", ["{f}/bare.pt", "--model", "{m}", "--loss", "mse"],
      r"loss/target mismatch: --loss mse cannot compare outputs of shape \(8, 2\) with targets of shape \(8,\) "
      r"and dtype torch\.int64 .*; pick the loss that matches the targets"),
@@ -67,10 +68,12 @@ FAILURES = [
     ("data file missing", ["{f}/bare.pt", "--model", "{m}", "--data", "{f}/nope.npz"],
      r"data file '.*nope\.npz' does not exist; check the path"),
     ("data file type", ["{f}/bare.pt", "--model", "{m}", "--data", "{f}/notes.txt"],
-     r"data: unsupported file type '\.txt' for '.*notes\.txt'; expected \.pt, \.pth, \.npz, \.h5 or \.hdf5"),
+     r"^Error: --data: unsupported file type '\.txt' for '.*notes\.txt'; expected \.pt, \.pth, \.npz, \.h5 or \.hdf5"),
     ("data keys missing", ["{f}/bare.pt", "--model", "{m}", "--data", "{f}/custom_keys.pt"],
      r"data file '.*custom_keys\.pt' has no keys 'inputs' and 'targets' .*; it holds 'images', 'labels'; "
-     r"name the keys with --data-keys INPUTS,TARGETS"),
+     r"name the keys with --data-keys INPUTS,TARGETS$"),
+    ("data keys malformed", ["{f}/bare.pt", "--model", "{m}", "--data-keys", "images"],
+     r"--data-keys: expected two names 'INPUTS,TARGETS' \(e\.g\. --data-keys images,labels\), got 'images'$"),
     ("data keys wrong", ["{f}/bare.pt", "--model", "{m}", "--data-keys", "a,b"],
      r"data file '.*data\.pt' has no keys 'a' and 'b'; it holds 'inputs', 'targets'"),
     ("corrupt data file", ["{f}/bare.pt", "--model", "{m}", "--data", "{f}/truncated.pt"],
@@ -225,7 +228,11 @@ BAD_OPTIONS = [
                                      r"'300s', '2m' or '1h', or an int number of matvecs, got 'lots'"),
     (["--demo", "--budget", "1"], r"Invalid value for --budget: budget: expected at least 2 matvecs, got 1"),
     (["{f}/bare.pt", "--model", "{m}", "--data", "{f}/data.pt", "--loss", "hinge"],
-     r"Invalid value for --loss: loss: unknown loss 'hinge'; expected one of cross_entropy, nll, mse, bce"),
+     r"Invalid value for --loss: unknown loss 'hinge'; expected one of cross_entropy, nll, mse, bce_with_logits, "
+     r"bce_probs or 'pkg\.module:function'"),
+    (["{f}/bare.pt", "--model", "{m}", "--data", "{f}/binary.pt", "--loss", "bce"],
+     r"Invalid value for --loss: 'bce' is ambiguous \(logits or probabilities\?\); use 'bce_with_logits' "
+     r"\(BCEWithLogitsLoss, the model outputs logits\) or 'bce_probs' \(BCELoss, the model outputs probabilities\)$"),
     (["--demo", "--frobnicate"], r"No such option '--frobnicate'"),
 ]
 

@@ -63,7 +63,7 @@ def test_spirals_geometry():
 
 def test_demo_model_is_a_factory_and_uses_the_generator():
     m = demo_model()
-    assert [type(l) for l in m] == [nn.Linear, nn.Tanh, nn.Linear, nn.Tanh, nn.Linear]
+    assert [type(layer) for layer in m] == [nn.Linear, nn.Tanh, nn.Linear, nn.Tanh, nn.Linear]
     w = m[0].weight
     assert w.abs().max() <= 1 / 2**0.5 and w.std() > 0.1  # uniform(+-1/sqrt(fan_in)), not zeros
     m1 = demo_model(generator=torch.Generator().manual_seed(1))

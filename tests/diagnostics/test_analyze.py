@@ -38,7 +38,7 @@ def test_all_fields_present_and_within_budget(full_run):
     assert isinstance(res, AnalysisResult)
     s = res.summary()
     assert list(s) == list(SUMMARY_KEYS)
-    optional = {"condition_number"}  # None for an indefinite Hessian
+    optional = {"condition_number", "condition_number_lower_bound"}  # None for an indefinite Hessian
     missing = [k for k, v in s.items() if v is None and k not in optional]
     assert not missing, (missing, res.notes)
     assert s["curvature"] == "hessian" and s["num_params"] == 20 and s["num_samples"] == 40

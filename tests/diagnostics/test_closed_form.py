@@ -174,7 +174,10 @@ def test_noise_study_on_linear_least_squares_matches_data():
             assert abs(float(res.stds[i, j]) ** 2 / exact - 1) < 4 * rel_se, (q, B)
             assert float(res.means[i, j]) == pytest.approx(full[q], rel=4 * math.sqrt(exact / 60) / full[q] + 1e-9)
         assert float(res.rstderr[i, 0]) == pytest.approx(float(res.stds[i, 0]) / full[q])
-    assert all("exceeds the 48 samples (extrapolated" in n for n in res.notes), res.notes
+    assert all("exceeds the 48 samples (extrapolated" in n or "fit: " in n for n in res.notes), res.notes
+    for q, status in zip(res.quantities, res.fit_status):  # inf only with the status that says why
+        assert math.isinf(res.critical(q)) == (status == "floor_above_target"), (q, status)
+        assert (status == "ok") == (not any(n.startswith(f"'{q}' fit: ") for n in res.notes))
 
 
 def test_gradient_noise_scale_exact_for_least_squares():

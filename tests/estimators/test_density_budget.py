@@ -9,12 +9,14 @@ import torch
 from curvlens.estimators._density_budget import split_budget
 from curvlens.estimators.density import spectral_density
 from curvlens.estimators.wasserstein import wasserstein_1
+from tests.estimators._density_spectra import spectra
 from tests.linalg._spectra import hessian_like_spectrum, with_spectrum
 
 
 @pytest.mark.parametrize("M, D, expected", [
-    (800, 10**6, (4, 200)), (300, 10**6, (3, 100)), (5000, 10**6, (10, 500)),
-    (100, 10**6, (3, 33)), (2, 10**6, (2, 1)), (800, 50, (16, 50)),
+    (800, 2714, (4, 200)), (300, 2714, (3, 100)), (5000, 2714, (10, 500)), (800, 10**6, (1, 800)),
+    (5000, 10**6, (4, 1250)), (100, 10**6, (1, 100)), (2, 10**6, (1, 2)), (800, 50, (16, 50)),
+    (20, 600, (1, 20)), (50, 600, (2, 25)), (100, 600, (3, 33)),
 ])
 def test_split_budget(M, D, expected):
     P, m = split_budget(M, D)
@@ -39,6 +41,32 @@ def test_budget_split_beats_many_short_runs_in_w1():
         w_split.append(wasserstein_1(a.nodes.numpy(), a.weights.numpy(), ev))
         w_short.append(wasserstein_1(b.nodes.numpy(), b.weights.numpy(), ev))
     assert np.mean(w_split) < 0.7 * np.mean(w_short)
+
+
+@pytest.mark.parametrize("name, D, budgets", [
+    ("hessian_like", 600, (20, 50, 100)), ("hessian_like", 1000, (20, 50)),
+    ("indefinite", 400, (20, 50, 100)), ("rank_deficient", 400, (50, 100)), ("clustered", 400, (50, 100)),
+])
+def test_chosen_split_never_worse_than_one_long_run(name, D, budgets):
+    """At small budgets the rule's split has a mean W1 <= one probe x all steps at the same budget."""
+    ev = hessian_like_spectrum(D, seed=2) if name == "hessian_like" else spectra(D)[name]
+    op = with_spectrum(ev, seed=3)
+    for M in budgets:
+        P, m = split_budget(M, D)
+        w_rule, w_one = [], []
+        for s in range(6):
+            a = spectral_density(op, num_matvecs=M, generator=s)
+            b = spectral_density(op, num_probes=1, num_steps=M, generator=s)
+            w_rule.append(wasserstein_1(a.nodes.numpy(), a.weights.numpy(), ev))
+            w_one.append(wasserstein_1(b.nodes.numpy(), b.weights.numpy(), ev))
+        assert np.mean(w_rule) <= np.mean(w_one), (name, D, M, P, m, np.mean(w_rule), np.mean(w_one))
+
+
+def test_one_probe_split_has_no_stderr_but_a_valid_measure():
+    ev = hessian_like_spectrum(600, seed=2)
+    res = spectral_density(with_spectrum(ev, seed=3), num_matvecs=20, generator=0)
+    assert res.num_probes == 1 and res.info.matvecs <= 20
+    assert float(res.weights.sum()) == pytest.approx(1.0, abs=1e-9)
 
 
 def test_num_matvecs_errors():

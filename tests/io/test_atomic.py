@@ -161,3 +161,96 @@ def test_write_json_atomic_bad_value_names_where_and_keeps_old_file(tmp_path):
     assert json.loads(dest.read_text()) == {"ok": 1}
     with pytest.raises(TypeError, match="dict keys must be str or numbers, got tuple"):
         to_jsonable({(1, 2): 3})
+
+
+# --- atomic_directory: a whole set of files replaces a folder as one unit ----------------------------
+
+from curvlens.io.atomic import MANIFEST, STAGING_MARK, atomic_directory  # noqa: E402
+
+
+def test_atomic_directory_new_folder_and_manifest(tmp_path):
+    out = tmp_path / "a" / "b" / "report"
+    with atomic_directory(out) as stage:
+        assert stage.parent == out.parent and STAGING_MARK in stage.name and not out.exists()
+        (stage / "x.txt").write_text("1")
+        (stage / "y.bin").write_bytes(b"22")
+    assert sorted(p.name for p in out.iterdir()) == [MANIFEST, "x.txt", "y.bin"]
+    assert json.loads((out / MANIFEST).read_text()) == {"files": {"x.txt": 1, "y.bin": 2}}
+    assert sorted(p.name for p in out.parent.iterdir()) == ["report"]  # no staging folder left
+
+
+def test_atomic_directory_swaps_an_owned_folder_as_a_whole(tmp_path):
+    out = tmp_path / "out"
+    with atomic_directory(out) as stage:
+        (stage / "old.png").write_text("old")
+        (stage / "r.txt").write_text("old")
+    inode_before = out.stat().st_ino
+    with atomic_directory(out, owned={"old.png", "r.txt"}) as stage:
+        (stage / "r.txt").write_text("new")
+    assert sorted(p.name for p in out.iterdir()) == [MANIFEST, "r.txt"]  # the stale figure went with the swap
+    assert (out / "r.txt").read_text() == "new" and out.stat().st_ino != inode_before  # a new folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_atomic_directory_keeps_foreign_files_and_writes_the_manifest_last(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "mine.txt").write_text("user data")
+    (out / "r.txt").write_text("old")
+    (out / "stale.png").write_text("old")
+    order = []
+    real = os.replace
+    monkeypatch.setattr(os, "replace", lambda a, b: (order.append(Path(b).name), real(a, b))[1])
+    with atomic_directory(out, owned={"r.txt", "stale.png"}) as stage:
+        (stage / "r.txt").write_text("new")
+    assert sorted(p.name for p in out.iterdir()) == [MANIFEST, "mine.txt", "r.txt"]
+    assert (out / "mine.txt").read_text() == "user data" and order[-1] == MANIFEST
+
+
+def test_atomic_directory_failure_leaves_everything_as_it_was(tmp_path):
+    out = tmp_path / "out"
+    with atomic_directory(out) as stage:
+        (stage / "r.txt").write_text("old")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_directory(out, owned={"r.txt"}) as stage:
+            (stage / "r.txt").write_text("half")
+            raise KeyboardInterrupt
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    fresh = tmp_path / "new" / "deeper" / "out"
+    with pytest.raises(OSError, match="disk full"):
+        with atomic_directory(fresh):
+            raise OSError("disk full")
+    assert not (tmp_path / "new").exists()  # no empty folders left behind
+
+
+def test_atomic_directory_removes_staging_of_dead_processes_only(tmp_path):
+    out = tmp_path / "out"
+    dead = tmp_path / f".out{STAGING_MARK}999999999-abc"  # no such pid
+    alive = tmp_path / f".out{STAGING_MARK}{os.getpid()}-abc"  # a concurrent writer (this process)
+    legacy = tmp_path / "out" / f"{STAGING_MARK}xyz"  # old layout: inside the folder, no pid
+    for d in (dead, alive, legacy):
+        d.mkdir(parents=True)
+        (d / "partial.h5").write_bytes(b"x")
+    with atomic_directory(out, owned={"partial.h5"}) as stage:
+        (stage / "r.txt").write_text("new")
+    assert not dead.exists() and alive.exists() and not legacy.exists()
+    assert sorted(p.name for p in out.iterdir()) == [MANIFEST, "r.txt"]
+
+
+@pytest.mark.parametrize("path, exc, match", [
+    ("", TypeError, r"path: expected a folder path"),
+    (3, TypeError, r"path: expected a folder path \(str or os.PathLike\), got 3"),
+])
+def test_atomic_directory_bad_path(path, exc, match):
+    with pytest.raises(exc, match=match):
+        with atomic_directory(path):
+            pass
+
+
+def test_atomic_directory_refuses_a_file(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(NotADirectoryError, match="exists and is not a folder"):
+        with atomic_directory(tmp_path / "f"):
+            pass

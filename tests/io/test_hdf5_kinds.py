@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import math
+import os
 import pkgutil
 import typing
 
@@ -69,7 +70,21 @@ def _unconverged_power():
     return res
 
 
+def _series():
+    import tempfile
+
+    from curvlens.io.series import SeriesWriter, load_series
+
+    path = os.path.join(tempfile.mkdtemp(), "run.h5")
+    w = SeriesWriter(path)
+    for t in range(1, 4):
+        w.append(10 * t, {"lambda_max": 1.5 * t, "threshold": 4.0, "trace": 3.0 * t, "trace_stderr": math.nan},
+                 [("edge_of_stability", "step 30: ratio 1.1")] if t == 3 else [])
+    return load_series(path)
+
+
 BUILDERS = {
+    "curvature_series": _series,
     "run_info": lambda: RunInfo(seed=2**64 - 5, matvecs=3, wall_time=0.25, converged=False, status="increase k"),
     "lanczos": lambda: _find("lanczos")(_op(), 4, generator=_gen()),
     "eigen": lambda: _find("top_eigenpairs")(_op(), 2, generator=_gen()),

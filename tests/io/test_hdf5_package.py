@@ -27,3 +27,11 @@ def test_import_is_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "False"]
+
+
+@pytest.mark.parametrize("name", ["load_checkpoint", "load_data", "resolve_loss", "LOSSES", "import_object"])
+def test_loading_is_not_exported_here(name):
+    """Problem loading lives in curvlens.problem; curvlens.io is result storage only."""
+    assert name not in curvlens.io.__all__
+    with pytest.raises(AttributeError, match=f"module 'curvlens.io' has no attribute '{name}'"):
+        getattr(curvlens.io, name)

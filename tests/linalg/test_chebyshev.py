@@ -16,7 +16,7 @@ from ._spectra import hessian_like_spectrum, recomputed_residuals, with_spectrum
 
 
 def _reference_p(f: ChebyshevFilter, lam):
-    x = lambda l: (2 * np.asarray(l) - f.lower - f.upper) / (f.upper - f.lower)  # noqa: E731
+    x = lambda t: (2 * np.asarray(t) - f.lower - f.upper) / (f.upper - f.lower)  # noqa: E731
     coef = np.zeros(f.degree + 1)
     coef[-1] = 1.0
     return npcheb.chebval(x(lam), coef) / npcheb.chebval(x(f.scale_point), coef)

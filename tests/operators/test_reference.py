@@ -79,7 +79,7 @@ def test_empirical_fisher_matches_per_sample_outer_products(name, model, xy):
         (nn.functional.mse_loss, "real"),
         ("cross_entropy", "class"),
     ],
-    ids=["mse", "mse_sum", "bce_logits", "bce", "nll", "ce_sum", "F.mse", "name_ce"],
+    ids=["mse", "mse_sum", "bce_logits", "bce_probs", "nll", "ce_sum", "F.mse", "name_ce"],
 )
 def test_ggn_losses(crit, target):
     model = mlp()

@@ -104,7 +104,7 @@ class ScalarNotTensor(nn.Module):
         (lambda m, x, y: HessianOperator(m, CE, (x, y), backend="magic"), ValueError, r"backend: expected"),
         (lambda m, x, y: HessianOperator("model", CE, (x, y)), TypeError, r"model: expected a torch.nn.Module, got str"),
         (lambda m, x, y: GGNOperator(m, nn.HuberLoss(), (x, y)), ValueError,
-         r"loss_fn: GGNOperator supports cross_entropy, nll, mse, bce_with_logits, bce .* got 'HuberLoss'"),
+         r"loss_fn: GGNOperator supports cross_entropy, nll, mse, bce_with_logits, bce_probs .* got 'HuberLoss'"),
         (lambda m, x, y: GGNOperator(m, nn.CrossEntropyLoss(weight=torch.ones(3, dtype=D64)), (x, y)), ValueError,
          r"class weights is not supported by GGNOperator"),
         (lambda m, x, y: GGNOperator(m, lambda model, batch: model(batch[0]).sum(), (x, y)), ValueError,

@@ -60,7 +60,8 @@ def test_ill_conditioned_least_squares_gets_a_curvature_aware_recommendation():
     rec = recommend(summary, RecommendationContext(batch_size=n, memory_bytes="1GB", phase="mid"))
     assert rec.top.optimizer in CURVATURE_AWARE, rec.to_text()
     assert any("(ill-conditioned)" in r for r in rec.top.reasons)
-    assert rec.candidates[-1].optimizer == "sgd_momentum" or "sgd_momentum" in {r.optimizer for r in rec.rejected}
+    runnable = [c.optimizer for c in rec.candidates if c.runnable]  # unbuildable ones are listed after these
+    assert runnable[-1] == "sgd_momentum" or "sgd_momentum" in {r.optimizer for r in rec.rejected}
 
 
 def test_well_conditioned_small_batch_classifier_gets_a_first_order_recommendation():
@@ -84,7 +85,8 @@ def test_well_conditioned_small_batch_classifier_gets_a_first_order_recommendati
     assert rec.top.optimizer in FIRST_ORDER, rec.to_text()
     assert any("(well-conditioned)" in r for r in rec.top.reasons)
     lr = next(c for c in rec.candidates if c.optimizer == "sgd_momentum").hyperparameters["lr"]
-    assert np.isclose(lr, 0.5 * 3.8 / summary["lambda_max"])
+    # half the quadratic-optimal step, over the sharpening margin 2 (the unmargined rate diverged on networks)
+    assert np.isclose(lr, 0.5 * 3.8 / summary["lambda_max"] / 2)
 
 
 def _analyzed(model, loss_fn, data, **kw):

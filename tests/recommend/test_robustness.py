@@ -74,7 +74,7 @@ def test_contradictory_context_values():
     assert any("context lr=0.1 differs from lr=0.01" in w for w in rec.warnings)
     rec = recommend({"num_params": 1e9}, RecommendationContext(memory_bytes="100MB"))
     assert any("smaller than the parameters themselves" in w for w in rec.warnings)
-    assert rec.candidates == () and len(rec.rejected) == 6 and rec.confidence == 0.0
+    assert rec.candidates == () and len(rec.rejected) == 7 and rec.confidence == 0.0
     assert "no candidate survived" in rec.to_text()
 
 
@@ -140,8 +140,10 @@ def test_to_dict_shape_text_and_markdown():
     for c in d["candidates"]:
         assert set(c) >= {"optimizer", "score", "hyperparameters", "cost_per_step", "confidence", "reasons"}
         assert 0.0 <= c["confidence"] <= 1.0 and c["cost_per_step"] >= 1.0
-    scores = [c["score"] for c in d["candidates"]]
+    scores = [c["score"] for c in d["candidates"] if c["runnable"]]  # candidates curvlens cannot build come last
     assert scores == sorted(scores, reverse=True)
+    runnable = [c["runnable"] for c in d["candidates"]]
+    assert runnable == sorted(runnable, reverse=True)
     assert d["rejected"][0]["optimizer"] == "lbfgs" and d["rejected"][0]["reasons"]
     text, md = rec.to_text(), rec.to_markdown()
     assert text.splitlines()[1].startswith(" 1. Adam/AdamW") and "Rejected:" in text and "Warnings:" in text

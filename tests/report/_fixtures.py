@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import replace
 
 import numpy as np
 import torch
@@ -48,8 +47,8 @@ def info(status: str = "ok", converged: bool = True, matvecs: int = 0) -> RunInf
                    dtype="torch.float64", device="cpu")
 
 
-from curvlens.diagnostics.analysis import AnalysisResult
-from curvlens.diagnostics.per_layer import PerLayerResult
+from curvlens.diagnostics.analysis import AnalysisResult  # noqa: E402  (after the stand-in classes above)
+from curvlens.diagnostics.per_layer import PerLayerResult  # noqa: E402
 
 
 def noise_study(full=(50.0, 82.0), a=(0.5, 1.0), b=(2000.0, 9000.0), target=0.1) -> NoiseStudyResult:

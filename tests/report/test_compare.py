@@ -23,7 +23,8 @@ def test_comparison_table_side_by_side():
     assert by["sharpness ratio λmax / threshold"] == ["1.25", "not measured", "0.25"]
     s = a.summary()
     assert by["trace"][0] == fmt_pm(s["trace"], s["trace_stderr"])
-    assert "condition number λmax/λmin" not in by  # measured by none: dropped
+    # certified λmin < 0: the condition number is stated as undefined (a reason), not dropped as unmeasured
+    assert by["condition number λmax/λmin"] == ["undefined", "not measured", "undefined"]
     text = comparison_table([a, empty_analysis(), b], ["step 10", "step 0", "step 20"])
     lines = text.splitlines()
     assert lines[0].split() == ["quantity", "step", "10", "step", "0", "step", "20"]

@@ -17,7 +17,7 @@ from curvlens.estimators.density import spectral_density
 from curvlens.report import (compare_figure, figure_density, figure_gradient_noise, figure_noise,
                              figure_per_layer, figure_sharpness, fitted_rstderr)
 from curvlens.report._mpl import PNG_SIGNATURE, png_bytes
-from tests.report._fixtures import D, empty_analysis, full_analysis, noise_study
+from tests.report._fixtures import empty_analysis, full_analysis, noise_study
 
 
 def _vlines(ax) -> list[float]:
@@ -41,7 +41,10 @@ def test_density_log_scale_indefinite_spectrum_with_eigenvalues_marked():
     assert np.all(y > 0) and np.all(np.isfinite(y))  # |density| clipped at the floor: drawable on log axes
     np.testing.assert_allclose(curve.get_xdata(), a.density.grid.numpy())
     lo, hi = ax.get_ylim()
-    assert lo == pytest.approx(1e-7 * float(a.density.density.abs().max())) and hi > y.max()
+    from curvlens.report.figures import display_density
+
+    shown, _ = display_density(a.density.grid.numpy(), a.density.density.numpy(), a.density.sigma)
+    assert lo == pytest.approx(1e-7 * float(np.abs(shown).max())) and hi > y.max()
     marks = _vlines(ax)
     for v in torch.cat([a.top.eigenvalues, a.bottom.eigenvalues]).tolist():
         assert any(abs(m - v) < 1e-12 for m in marks), v
@@ -185,10 +188,30 @@ def test_importing_and_plotting_leaves_the_backend_alone():
         assert "matplotlib.pyplot" not in sys.modules
         print("ok")
     """)
-    import tempfile, os
+    import tempfile
+    import os
     out = os.path.join(tempfile.mkdtemp(), "s.png")
     r = subprocess.run([sys.executable, "-c", code, out], capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip() == "ok"
     with open(out, "rb") as f:
         assert f.read(8) == PNG_SIGNATURE
+
+
+def test_density_of_spikes_is_shown_smoothed_with_mass_kept_and_every_probe_counted():
+    from curvlens.report.figures import display_density
+
+    grid = np.linspace(-2.0, 2.0, 801)
+    comb = np.zeros_like(grid)
+    comb[100:701:25] = 1.0  # isolated spikes 0.125 apart: what a too-narrow broadening draws
+    shown, width = display_density(grid, comb, 1e-4)
+    assert width == pytest.approx(4.0 / 80)
+    assert shown.sum() == pytest.approx(comb.sum(), rel=1e-9)  # mass preserved
+    assert shown.max() < 0.2 * comb.max() and shown[100:701].min() > 0.05 * shown.max()  # no comb left
+    same, none = display_density(grid, comb, 1.0)  # already broad enough: unchanged
+    assert none == 0.0 and same is comb
+    a = full_analysis()
+    title = figure_density(a).axes[0].get_title()
+    pilot = "deflation pilot" in a.density.info.status
+    n = a.density.nodes.shape[0]
+    assert (f"{n + 1} probes: 1 deflation pilot + {n} averaged" if pilot else f"{n} probes") in title

@@ -1,0 +1,173 @@
+"""Methods of the optimizer benchmark (register more with ``@register_method``).
+
+A method is a :class:`Method`: ``build(instance, hparam, seed)`` returns a function
+``step(batch)`` that performs one optimizer step on ``batch``; ``grid`` is the grid of its
+tuned hyper-parameter (named ``hparam``; per problem through ``grids``), ``kind`` one of
+``"first_order"``, ``"quasi_newton"``, ``"curvature"`` (used for the ratios in the table),
+``batch_size`` an optional override of the problem's mini-batch size (an int or a dict
+problem -> int). Curvature methods are imported lazily so the harness runs without them.
+
+Engineers adding methods: append a ``register_method(Method(...))`` call at the end of
+:func:`register_defaults` or in your own function called from ``benchmarks/optimizers.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+__all__ = ["METHODS", "Method", "register_method", "torch_stepper"]
+
+METHODS: dict[str, "Method"] = {}
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    kind: str
+    build: Callable[[Any, float, int], Callable[[Any], None]]
+    grid: tuple[float, ...]
+    hparam: str = "lr"
+    grids: dict = field(default_factory=dict)  # problem name -> grid
+    batch_size: Any = None  # None (the problem's), an int, or a dict problem -> int
+
+    def grid_for(self, problem: str) -> tuple[float, ...]:
+        return tuple(self.grids.get(problem, self.grid))
+
+
+def register_method(m: Method) -> Method:
+    if m.name in METHODS:
+        raise ValueError(f"method {m.name!r} registered twice")
+    METHODS[m.name] = m
+    return m
+
+
+def torch_stepper(opt: torch.optim.Optimizer, inst) -> Callable[[Any], None]:
+    """``step(batch)`` for a closure-based torch optimizer on ``inst.model`` / ``inst.loss_fn``."""
+    model, loss_fn = inst.model, inst.loss_fn
+
+    def step(batch):
+        x, y = batch
+
+        def closure():
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+
+    return step
+
+
+def _adam(inst, lr, seed):
+    return torch_stepper(torch.optim.Adam(inst.model.parameters(), lr=lr), inst)
+
+
+def _sgd(inst, lr, seed):
+    return torch_stepper(torch.optim.SGD(inst.model.parameters(), lr=lr, momentum=0.9), inst)
+
+
+def _lbfgs(inst, lr, seed):
+    opt = torch.optim.LBFGS(inst.model.parameters(), lr=lr, max_iter=20, history_size=20,
+                            line_search_fn="strong_wolfe", tolerance_grad=0.0, tolerance_change=0.0)
+    return torch_stepper(opt, inst)
+
+
+#: NewtonCG options per problem (everything else is the default). The PINN's model differentiates
+#: with respect to its inputs inside ``forward``, so per-sample gradients (the default
+#: preconditioner) fall back to a loop over samples; there CG runs unpreconditioned on all 130 points.
+NEWTON_CG_OPTIONS = {"pinn": {"preconditioner": None, "curvature_fraction": 1.0}}
+
+
+def _newton_cg(inst, damping, seed, **kw):
+    from curvlens.optim.newton_cg import NewtonCG
+
+    kw = {**NEWTON_CG_OPTIONS.get(inst.problem, {}), **kw}
+    opt = NewtonCG(inst.model, inst.loss_fn, damping=damping, generator=seed, **kw)
+
+    def step(batch):
+        opt.step(batch)
+
+    return step
+
+
+def register_defaults() -> None:
+    """Adam, SGD with momentum 0.9, L-BFGS (strong Wolfe) and Newton-CG."""
+    if "adam" not in METHODS:
+        register_method(Method("adam", "first_order", _adam, (1e-3, 3e-3, 1e-2, 3e-2),
+                               grids={"logreg": (3e-2, 1e-1, 3e-1, 1.0)}))
+    if "sgd_m" not in METHODS:
+        register_method(Method("sgd_m", "first_order", _sgd, (1e-2, 3e-2, 1e-1, 3e-1),
+                               grids={"logreg": (3.0, 10.0, 30.0, 100.0)}))
+    if "lbfgs" not in METHODS:
+        register_method(Method("lbfgs", "quasi_newton", _lbfgs, (0.1, 0.3, 1.0, 3.0)))
+    if "newton_cg" not in METHODS:
+        # the grid is over the initial damping (adapted by Levenberg-Marquardt); everything else is
+        # NewtonCG's default (lr 1, curvature on half of each batch, empirical-Fisher preconditioner)
+        register_method(Method("newton_cg", "curvature", _newton_cg, (1e-4, 1e-3, 1e-2, 1e-1), hparam="damping",
+                               batch_size={"autoencoder": 600}))
+
+
+# ---------------------------------------------------------------------- saddle-free Newton
+def _saddle_free(inst, lr, seed, **kw):
+    from curvlens.optim.saddle_free import SaddleFreeNewton
+
+    opt = SaddleFreeNewton(inst.model, inst.loss_fn, lr=lr, generator=seed, **{**_SFN_SETTINGS, **kw})
+
+    def step(batch):
+        opt.step(batch)
+
+    return step
+
+
+#: a small subspace (3 Krylov directions + the previous step) rebuilt every second step: a step
+#: costs 5 Hessian-vector products on refresh steps and 1 in between; a small initial damping
+#: (adapted from the reduction ratio) lets the first steps scale with the small curvature near a
+#: small-init saddle
+_SFN_SETTINGS = dict(subspace=4, history=1, refresh_every=2, damping=1e-4)
+
+_register_defaults_before_saddle = register_defaults
+
+
+def register_defaults() -> None:  # noqa: F811 - extends the methods by saddle-free Newton
+    """The methods above and saddle-free Newton (grid over ``lr``, the subspace step size)."""
+    _register_defaults_before_saddle()
+    if "saddle_free" not in METHODS:
+        register_method(Method("saddle_free", "curvature", _saddle_free, (0.5, 0.75, 1.0, 1.5), hparam="lr",
+                               batch_size={"autoencoder": 600}))
+
+
+# ---------------------------------------------------------------------- K-FAC
+def _kfac(inst, lr, seed, **kw):
+    from curvlens.optim.kfac import KFAC
+
+    opt = KFAC(inst.model, inst.loss_fn, lr=lr, generator=seed, **kw)
+
+    def step(batch):
+        opt.step(batch)
+
+    return step
+
+
+def _kfac_with(**kw):
+    return lambda inst, lr, seed: _kfac(inst, lr, seed, **kw)
+
+
+#: K-FAC's grid: learning rate (the method's ``hparam``) x damping (one method per damping, named
+#: ``kfac_d<damping>``); momentum 0.9, Monte-Carlo Fisher, factors every step, inverses every 10
+#: steps, KL clip 1e-3 (the defaults of ``curvlens.optim.kfac.KFAC``)
+KFAC_LRS = (0.03, 0.1, 0.3, 1.0)
+KFAC_DAMPINGS = (1e-4, 1e-3, 1e-2)
+
+_register_defaults_before_kfac = register_defaults
+
+
+def register_defaults() -> None:  # noqa: F811 - extends the methods by K-FAC
+    """The methods above and K-FAC, one method per damping of :data:`KFAC_DAMPINGS`."""
+    _register_defaults_before_kfac()
+    for d in KFAC_DAMPINGS:
+        if f"kfac_d{d:g}" not in METHODS:
+            register_method(Method(f"kfac_d{d:g}", "curvature", _kfac_with(damping=d), KFAC_LRS))

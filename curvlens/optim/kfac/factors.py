@@ -1,0 +1,119 @@
+"""Kronecker factors of the supported layers, as pure functions of one forward/backward pass.
+
+For a layer ``z = W a`` (a Linear layer, or a convolution seen as a Linear layer on unfolded
+patches) the Fisher block of ``W`` is approximated by ``A (x) G`` with
+``A = E[a a^T]`` over input rows and ``G = E[g g^T]`` over output-gradient rows (Martens &
+Grosse 2015, "Optimizing neural networks with Kronecker-factored approximate curvature";
+Grosse & Martens 2016 for convolutions, the "expand" variant of Eschenhagen et al. 2023 for
+weight sharing: every spatial position or sequence element is one row). A bias is handled as a
+weight on a constant input 1 (homogeneous coordinates), so ``[W, b]`` shares the two factors.
+
+Scale convention (the one of curvlinops' ``KFACLinearOperator``): for a loss
+``L = s * sum_terms e_t`` (``s = 1`` for ``reduction="sum"``, ``1 / #terms`` for ``"mean"``),
+``A = sum_rows a a^T / #rows`` and ``G = (1 / s) sum_rows gL gL^T`` where ``gL`` are the
+gradients of ``L`` with respect to the layer's outputs; then ``A (x) G`` equals the GGN of ``L``
+exactly for a single Linear layer under MSE. Functions here return *sums*; the caller divides.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["input_rows", "output_rows", "embedding_counts", "normalized_input", "norm_sample_grads",
+           "gram"]
+
+_CONV = (nn.Conv1d, nn.Conv2d)
+
+
+def input_rows(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Input rows ``a`` of a Linear or convolution layer, ``(rows, d_in [+ 1])``.
+
+    Convolutions are unfolded into patches (``C_in * prod(kernel)`` per output position,
+    in the order of ``weight.flatten(1)``); a trailing 1 is appended when the layer has a bias.
+
+    Example:
+        >>> input_rows(nn.Linear(3, 2), torch.ones(4, 3)).shape
+        torch.Size([4, 4])
+    """
+    x = x.detach()
+    if isinstance(module, nn.Linear):
+        rows = x.reshape(-1, module.in_features)
+    elif isinstance(module, _CONV):
+        if isinstance(module, nn.Conv1d):
+            x = x.unsqueeze(-2)
+            k, d, p, s = (1, module.kernel_size[0]), (1, module.dilation[0]), (0, module.padding[0]), \
+                (1, module.stride[0])
+        else:
+            k, d, p, s = module.kernel_size, module.dilation, module.padding, module.stride
+        patches = F.unfold(x, k, dilation=d, padding=p, stride=s)  # (N, C*k, L)
+        rows = patches.transpose(1, 2).reshape(-1, patches.shape[1])
+    else:
+        raise TypeError(f"module: expected Linear, Conv1d or Conv2d, got {type(module).__name__}")
+    if module.bias is not None:
+        rows = torch.cat([rows, rows.new_ones(rows.shape[0], 1)], dim=1)
+    return rows
+
+
+def output_rows(module: nn.Module, gz: torch.Tensor) -> torch.Tensor:
+    """Output-gradient rows ``g`` of a Linear or convolution layer, ``(rows, d_out)``."""
+    gz = gz.detach()
+    if isinstance(module, _CONV):
+        return gz.movedim(1, -1).reshape(-1, gz.shape[1])
+    return gz.reshape(-1, gz.shape[-1])
+
+
+def embedding_counts(module: nn.Embedding, idx: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """How often each row of the embedding was looked up: the diagonal of ``sum_rows a a^T``
+    for one-hot inputs ``a`` (its off-diagonal entries are exactly zero)."""
+    return torch.bincount(idx.reshape(-1), minlength=module.num_embeddings).to(dtype)
+
+
+def normalized_input(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``x_hat`` of a normalization layer, so that its output is ``weight * x_hat + bias``.
+
+    BatchNorm uses the batch statistics in training mode (or without running statistics) and
+    the running ones otherwise, exactly as its forward does; nothing is updated.
+    """
+    x = x.detach()
+    if isinstance(module, nn.LayerNorm):
+        return F.layer_norm(x, module.normalized_shape, eps=module.eps)
+    if isinstance(module, nn.GroupNorm):
+        return F.group_norm(x, module.num_groups, eps=module.eps)
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        if module.training or module.running_mean is None:
+            dims = [0] + list(range(2, x.dim()))
+            mean = x.mean(dim=dims)
+            var = x.var(dim=dims, unbiased=False)
+        else:
+            mean, var = module.running_mean, module.running_var
+        return (x - mean.reshape(shape)) / torch.sqrt(var.reshape(shape) + module.eps)
+    raise TypeError(f"module: expected LayerNorm, GroupNorm or BatchNorm, got {type(module).__name__}")
+
+
+def norm_sample_grads(module: nn.Module, x_hat: torch.Tensor, gz: torch.Tensor) -> torch.Tensor:
+    """Per-sample gradients of a normalization layer's ``(weight, bias)``, ``(N, 2 * numel)``.
+
+    Each sample's gradient sums over its positions: ``dweight = sum g * x_hat``,
+    ``dbias = sum g``. Cross-sample coupling through BatchNorm's batch statistics is ignored
+    (the usual approximation for normalization layers in K-FAC).
+    """
+    gz = gz.detach()
+    n = gz.shape[0]
+    if isinstance(module, nn.LayerNorm):
+        k = len(module.normalized_shape)
+        lead = tuple(range(1, gz.dim() - k))
+        gw = (gz * x_hat).sum(dim=lead) if lead else gz * x_hat
+        gb = gz.sum(dim=lead) if lead else gz
+    else:  # channels in dimension 1
+        rest = tuple(range(2, gz.dim()))
+        gw = (gz * x_hat).sum(dim=rest) if rest else gz * x_hat
+        gb = gz.sum(dim=rest) if rest else gz
+    return torch.cat([gw.reshape(n, -1), gb.reshape(n, -1)], dim=1)
+
+
+def gram(rows: torch.Tensor) -> torch.Tensor:
+    """``rows^T rows`` (the sum of outer products of the rows)."""
+    return rows.T @ rows

@@ -1,0 +1,284 @@
+"""Per-layer K-FAC blocks: statistics from hooks, moving-average factors, damped solves.
+
+Three kinds of block:
+- :class:`KroneckerBlock` (Linear, Conv1d, Conv2d with ``groups=1`` and zero padding): dense
+  ``A`` over input rows (bias as a constant input) and dense ``G`` over output rows; optionally
+  eigenvalue-corrected (EKFAC, :mod:`curvlens.optim.kfac.ekfac`).
+- :class:`EmbeddingBlock`: the input factor of one-hot lookups is exactly diagonal (row
+  frequencies); ``G`` is dense over the embedding dimension.
+- :class:`NormBlock` (LayerNorm, BatchNorm, GroupNorm affine parameters): the Fisher block of
+  ``(weight, bias)`` from per-sample gradients, dense when small, else diagonal.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from curvlens.optim.kfac import factors as fx
+from curvlens.optim.kfac.ekfac import ekfac_quad, projected_second_moments
+from curvlens.optim.kfac.inverse import Eigh, eigh_factor, kron_solve
+
+__all__ = ["KroneckerBlock", "EmbeddingBlock", "NormBlock", "make_block", "NORM_DENSE_MAX"]
+
+#: Normalization blocks with at most this many parameters get a dense Fisher block.
+NORM_DENSE_MAX = 512
+
+
+class _Block:
+    """Shared bookkeeping: batch sums, exponential moving averages, state round trip."""
+
+    kind = ""
+
+    def __init__(self, name: str, module: nn.Module):
+        self.name, self.module = name, module
+        self.params = [p for p in (getattr(module, "weight", None), getattr(module, "bias", None))
+                       if isinstance(p, nn.Parameter) and p.requires_grad]
+        self.factors: dict[str, torch.Tensor] = {}
+        self.reset_batch()
+
+    def reset_batch(self) -> None:
+        self._sums: dict[str, torch.Tensor] = {}
+        self._counts: dict[str, float] = {}
+
+    def _add(self, key: str, value: torch.Tensor, count: float) -> None:
+        if key in self._sums:
+            self._sums[key] = self._sums[key] + value
+            self._counts[key] += count
+        else:
+            self._sums[key], self._counts[key] = value, count
+
+    @property
+    def has_batch(self) -> bool:
+        return all(k in self._sums for k in self.factor_keys)
+
+    def update_factors(self, decay: float) -> bool:
+        """Fold this step's statistics into the moving averages; False when none were captured."""
+        if not self.has_batch:
+            self.reset_batch()
+            return False
+        for key in self.factor_keys:
+            batch = self._sums[key] / max(self._counts[key], 1.0)
+            old = self.factors.get(key)
+            self.factors[key] = batch if old is None else decay * old + (1.0 - decay) * batch
+        self.reset_batch()
+        return True
+
+    def grads_present(self) -> bool:
+        return bool(self.params) and all(p.grad is not None for p in self.params)
+
+    def _eigs(self) -> list[Eigh]:
+        e = getattr(self, "eig", None)
+        return [] if e is None else ([e] if isinstance(e, Eigh) else list(e))
+
+    def state(self) -> dict:
+        """Factors and the eigendecompositions in use (so a resumed run is bit-identical)."""
+        eigs = [{"values": e.values.clone(), "vectors": None if e.vectors is None else e.vectors.clone(),
+                 "fallback": e.fallback} for e in self._eigs()]
+        scales = getattr(self, "scales", None)
+        return {"factors": {k: v.clone() for k, v in self.factors.items()}, "eig": eigs,
+                "scales": None if scales is None else scales.clone()}
+
+    def load(self, state: dict) -> None:
+        ref = self.params[0]
+
+        def cast(t):
+            return None if t is None else t.to(device=ref.device, dtype=ref.dtype).clone()
+
+        self.factors = {k: cast(v) for k, v in state["factors"].items()}
+        eigs = [Eigh(cast(e["values"]), cast(e["vectors"]), bool(e["fallback"])) for e in state["eig"]]
+        if not eigs:
+            self.eig = None
+        else:
+            self.eig = eigs[0] if isinstance(self, NormBlock) else tuple(eigs)
+        if hasattr(self, "scales"):
+            self.scales = cast(state.get("scales"))
+
+
+class KroneckerBlock(_Block):
+    """Linear / Conv1d / Conv2d: ``[W, b]`` preconditioned by ``(A (x) G + lambda)^{-1}``, or with
+    ``ekfac=True`` by ``(Q diag(S) Q^T + lambda)^{-1}`` in the eigenbasis ``Q = Q_G (x) Q_A``."""
+
+    factor_keys = ("A", "G")
+
+    def __init__(self, name: str, module: nn.Module, ekfac: bool = False):
+        super().__init__(name, module)
+        self.kind = type(module).__name__
+        self.eig: tuple[Eigh, Eigh] | None = None
+        self.ekfac = ekfac
+        self.scales: torch.Tensor | None = None  # EKFAC second moments in the eigenbasis
+        self._pairs: list = []
+
+    def forward_stats(self, x: torch.Tensor) -> tuple[torch.Tensor, int] | None:
+        rows = fx.input_rows(self.module, x.to(self.params[0].dtype))
+        self._add("A", fx.gram(rows), rows.shape[0])
+        if self.ekfac:
+            return rows, (int(x.shape[0]) if x.dim() > 1 else 1)
+        return None
+
+    def grad_stats(self, ctx: tuple[torch.Tensor, int] | None, gz: torch.Tensor, weight: float) -> None:
+        rows = fx.output_rows(self.module, gz.to(self.params[0].dtype))
+        self._add("G", weight * fx.gram(rows), 0.0)
+        if ctx is not None:
+            self._pairs.append((ctx[0], rows, ctx[1], weight))
+
+    def update_scales(self, decay: float, rebased: bool) -> None:
+        """Fold this step's projected second moments into :attr:`scales` (EKFAC).
+
+        The first estimate is this step's. After the eigenbasis was recomputed (``rebased``) the
+        old moments belong to another basis; the moving average then continues from the diagonal
+        of the moving-averaged ``A (x) G`` in the new basis (the products of the factors'
+        eigenvalues), so that one noisy batch never replaces the whole history.
+        """
+        pairs, self._pairs = self._pairs, []
+        if not pairs or self.eig is None:
+            return
+        ea, eg = self.eig
+        batch = sum(projected_second_moments(eg, ea, a, g, n, w) for a, g, n, w in pairs)
+        if self.scales is None:
+            self.scales = batch
+            return
+        old = torch.outer(eg.values, ea.values) if rebased else self.scales
+        self.scales = decay * old + (1.0 - decay) * batch
+
+    def _ekfac_scales(self) -> torch.Tensor:
+        if self.scales is not None:
+            return self.scales
+        ea, eg = self.eig  # no moments measured yet: K-FAC's own diagonal in its eigenbasis
+        return torch.outer(eg.values, ea.values)
+
+    def update_inverse(self) -> int:
+        ea, eg = eigh_factor(self.factors["A"]), eigh_factor(self.factors["G"])
+        self.eig = (ea, eg)
+        return int(ea.fallback) + int(eg.fallback)
+
+    def grad_matrix(self) -> torch.Tensor:
+        w, b = self.module.weight, self.module.bias
+        gw = w.grad if w.grad is not None else torch.zeros_like(w)
+        m = gw.reshape(w.shape[0], -1)
+        if b is not None:
+            gb = b.grad if b.grad is not None else torch.zeros_like(b)
+            m = torch.cat([m, gb.reshape(-1, 1)], dim=1)
+        return m
+
+    def precondition(self, damping: float) -> list[torch.Tensor]:
+        ea, eg = self.eig
+        p = kron_solve(eg, ea, self.grad_matrix(), damping, scales=self._ekfac_scales() if self.ekfac else None)
+        w, b = self.module.weight, self.module.bias
+        if b is None:
+            return [p.reshape(w.shape)]
+        return [p[:, :-1].reshape(w.shape), p[:, -1].reshape(b.shape)]
+
+    def quad(self, deltas: list[torch.Tensor]) -> float:
+        """``vec(D)^T (A (x) G) vec(D)`` (EKFAC: ``vec(D)^T Q diag(S) Q^T vec(D)``) for the update
+        ``D`` of ``[W, b]``."""
+        m = deltas[0].reshape(deltas[0].shape[0], -1)
+        if len(deltas) == 2:
+            m = torch.cat([m, deltas[1].reshape(-1, 1)], dim=1)
+        if self.ekfac and self.eig is not None:
+            return ekfac_quad(self.eig[1], self.eig[0], self._ekfac_scales(), m)
+        return float(((self.factors["G"] @ m) * (m @ self.factors["A"])).sum())
+
+
+class EmbeddingBlock(_Block):
+    """Embedding: diagonal ``A`` (lookup frequencies) times dense ``G`` over the embedding."""
+
+    kind = "Embedding"
+    factor_keys = ("A", "G")
+
+    def __init__(self, name: str, module: nn.Embedding):
+        super().__init__(name, module)
+        self.eig: tuple[Eigh, Eigh] | None = None
+
+    def forward_stats(self, idx: torch.Tensor) -> None:
+        self._add("A", fx.embedding_counts(self.module, idx, self.params[0].dtype), idx.numel())
+
+    def grad_stats(self, ctx: None, gz: torch.Tensor, weight: float) -> None:
+        rows = gz.detach().to(self.params[0].dtype).reshape(-1, self.module.embedding_dim)
+        self._add("G", weight * fx.gram(rows), 0.0)
+
+    def update_inverse(self) -> int:
+        ea, eg = eigh_factor(self.factors["A"]), eigh_factor(self.factors["G"])
+        self.eig = (ea, eg)
+        return int(eg.fallback)
+
+    def precondition(self, damping: float) -> list[torch.Tensor]:
+        ea, eg = self.eig
+        w = self.module.weight
+        gw = w.grad if w.grad is not None else torch.zeros_like(w)
+        return [kron_solve(eg, ea, gw.T, damping).T.contiguous()]
+
+    def quad(self, deltas: list[torch.Tensor]) -> float:
+        m = deltas[0].T
+        return float(((self.factors["G"] @ m) * (m * self.factors["A"])).sum())
+
+
+class NormBlock(_Block):
+    """Affine parameters of LayerNorm / BatchNorm / GroupNorm: the Fisher block of
+    ``(weight, bias)`` from per-sample gradients, ``(F + lambda)^{-1}`` by eigendecomposition."""
+
+    factor_keys = ("F",)
+
+    def __init__(self, name: str, module: nn.Module):
+        super().__init__(name, module)
+        self.kind = type(module).__name__
+        self.size = sum(p.numel() for p in self.params)
+        self.dense = self.size <= NORM_DENSE_MAX
+        self.eig: Eigh | None = None
+
+    def forward_stats(self, x: torch.Tensor) -> torch.Tensor:
+        return fx.normalized_input(self.module, x.to(self.params[0].dtype))
+
+    def grad_stats(self, x_hat: torch.Tensor, gz: torch.Tensor, weight: float) -> None:
+        u = fx.norm_sample_grads(self.module, x_hat, gz.to(x_hat.dtype))
+        if self.module.bias is None:
+            u = u[:, : u.shape[1] // 2]
+        self._add("F", weight * (fx.gram(u) if self.dense else (u * u).sum(0)), 0.0)
+
+    def update_inverse(self) -> int:
+        self.eig = eigh_factor(self.factors["F"])
+        return int(self.eig.fallback)
+
+    def _flat_grad(self) -> torch.Tensor:
+        return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
+                          for p in self.params])
+
+    def precondition(self, damping: float) -> list[torch.Tensor]:
+        e, v = self.eig, self._flat_grad()
+        if e.vectors is None:
+            out = v / (e.values + damping).clamp_min(torch.finfo(v.dtype).tiny)
+        else:
+            out = e.vectors @ ((e.vectors.T @ v) / (e.values + damping).clamp_min(torch.finfo(v.dtype).tiny))
+        return list(torch.split(out, [p.numel() for p in self.params]))
+
+    def quad(self, deltas: list[torch.Tensor]) -> float:
+        d = torch.cat([x.reshape(-1) for x in deltas])
+        f = self.factors["F"]
+        return float(d @ (f @ d)) if f.dim() == 2 else float((f * d * d).sum())
+
+    def split_params(self, flat: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [t.reshape(p.shape) for t, p in zip(flat, self.params)]
+
+
+_NORMS = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+def make_block(name: str, module: nn.Module, ekfac: bool = False) -> tuple[_Block | None, str]:
+    """The block for ``module``, or ``(None, reason)`` when K-FAC does not support it; ``ekfac``
+    applies to Kronecker blocks (Embedding and normalization blocks stay as they are)."""
+    t = type(module)
+    if t in (nn.Linear, nn.Conv1d, nn.Conv2d):
+        if t is not nn.Linear and (module.groups != 1 or module.padding_mode != "zeros"
+                                   or isinstance(module.padding, str)):
+            return None, f"{t.__name__} with groups={module.groups}, padding={module.padding!r}, " \
+                         f"padding_mode={module.padding_mode!r} (only groups=1 with numeric zero padding)"
+        return KroneckerBlock(name, module, ekfac), ""
+    if t is nn.Embedding:
+        if module.max_norm is not None or module.sparse:
+            return None, "Embedding with max_norm or sparse gradients"
+        return EmbeddingBlock(name, module), ""
+    if t in _NORMS:
+        if getattr(module, "weight", None) is None:
+            return None, ""  # no affine parameters: nothing to precondition
+        return NormBlock(name, module), ""
+    return None, f"{t.__name__} (no K-FAC block)"

@@ -1,0 +1,287 @@
+"""K-FAC as a gradient preconditioner for any training loop and any base optimizer.
+
+Kronecker-factored approximate curvature (Martens & Grosse 2015; Grosse & Martens 2016 for
+convolutions): forward hooks collect each layer's input statistics, backward hooks its output
+gradients, and :meth:`KFACPreconditioner.step` replaces every supported layer's ``.grad`` by
+``(F_layer + damping I)^{-1} grad`` with ``F_layer`` the Kronecker-factored Fisher block.
+
+How the Fisher's output gradients are obtained (``fisher=``): ``"empirical"`` reuses the
+gradients of the user's own backward; ``"mc"`` (the default, the true Fisher) and ``"type2"``
+(the exact GGN factors) need the loss, given at construction: a forward hook on the model keeps
+its output, and when the user's ``loss.backward()`` reaches that output, the preconditioner
+backpropagates sampled (``"mc"``) or exact (``"type2"``, one backward per output coordinate)
+output-space directions down to the layers' outputs through the still-intact graph, without
+touching any ``.grad``. No ``retain_graph`` is needed and the pattern is the same for all kinds.
+
+With ``ekfac=True`` the Linear and convolution blocks are eigenvalue-corrected (George et al.
+2018): the same output gradients, paired with the layer inputs sample by sample, give the
+second moments of the per-sample gradients in the Kronecker eigenbasis (moving-averaged like
+the factors, restarted whenever the eigenbasis is recomputed), which replace the products of
+the factors' eigenvalues (:mod:`curvlens.optim.kfac.ekfac`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import weakref
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import torch
+from torch import nn
+
+from curvlens._rng import resolve_generator
+from curvlens.optim.kfac._select import select_blocks
+from curvlens.optim.kfac._validate import check_options
+from curvlens.optim.kfac._weak_hook import WeakHook
+from curvlens.optim.kfac.fisher import loss_scale, loss_spec, output_directions
+
+__all__ = ["KFACPreconditioner", "PreconditionInfo"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PreconditionInfo:
+    """What one :meth:`KFACPreconditioner.step` did.
+
+    Attributes:
+        step: index of the step (0-based).
+        factors_updated: whether the factor moving averages took this step's statistics.
+        inverses_updated: whether the eigendecompositions were recomputed.
+        kl_scale: the KL-clip factor ``nu <= 1`` applied to the preconditioned gradients.
+        layers: number of layers whose gradients were preconditioned.
+        fallbacks: eigendecompositions that failed and used a factor's diagonal instead.
+        skipped: why the gradients were left as they were (empty when they were preconditioned).
+    """
+
+    step: int
+    factors_updated: bool
+    inverses_updated: bool
+    kl_scale: float
+    layers: int
+    fallbacks: int
+    skipped: str = ""
+
+
+class KFACPreconditioner:
+    """Replace each supported layer's gradient by its K-FAC preconditioned gradient.
+
+    Use it between ``loss.backward()`` and the base optimizer's ``step()``. Supported: Linear,
+    Conv1d and Conv2d (``groups=1``, zero padding; full Kronecker factors, bias included as a
+    constant input), Embedding (diagonal input factor), LayerNorm, BatchNorm and GroupNorm
+    affine parameters (dense block up to 512 parameters, else diagonal). Other modules with
+    parameters, and parameters tied across modules, are listed in :attr:`unsupported` (and one
+    logging warning) and left to the base optimizer.
+
+    Args:
+        model: the network; hooks are registered on its layers until :meth:`remove`.
+        loss_fn: the training loss (``nn`` criterion, functional or name); required for
+            ``fisher="mc"`` and ``"type2"``; for ``"empirical"`` it sets the reduction scale
+            (default: a mean over the batch).
+        damping: Tikhonov damping ``lambda``, split between the two factors by the
+            pi-correction (Martens & Grosse 2015, section 6.3).
+        factor_decay: weight of the old factors in their exponential moving average.
+        update_every: take statistics every this many steps.
+        inverse_every: recompute the eigendecompositions every this many steps.
+        fisher: ``"mc"``, ``"type2"`` or ``"empirical"`` (see the module docstring).
+        kl_clip: scale the update so that ``lr^2 sum <P g, g> <= kl_clip`` (Ba et al. 2017);
+            None disables it.
+        lr: the base optimizer's learning rate, used by the KL clip (``step(lr=...)`` overrides).
+        layers: names or modules to precondition (default: every supported layer).
+        ekfac: eigenvalue-corrected K-FAC for the Linear and convolution layers; the damping
+            is then added to the measured second moments directly (no pi-correction).
+        generator: ``torch.Generator`` or int seed for the Monte-Carlo targets.
+
+    Example:
+        >>> model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
+        >>> pre = KFACPreconditioner(model, loss_fn=nn.CrossEntropyLoss(), generator=0)
+        >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        >>> g = torch.Generator().manual_seed(0)
+        >>> x, y = torch.randn(16, 4, generator=g), torch.randint(0, 3, (16,), generator=g)
+        >>> nn.functional.cross_entropy(model(x), y).backward()
+        >>> info = pre.step(); opt.step()
+        >>> pre.last_info.layers
+        2
+    """
+
+    def __init__(self, model: nn.Module, *, loss_fn: Any = None, damping: float = 1e-3,
+                 factor_decay: float = 0.95, update_every: int = 1, inverse_every: int = 10,
+                 fisher: str = "mc", kl_clip: float | None = 1e-3, lr: float = 1.0,
+                 layers: Iterable[str | nn.Module] | None = None, ekfac: bool = False,
+                 generator: torch.Generator | int | None = None):
+        check_options(model, damping=damping, factor_decay=factor_decay, update_every=update_every,
+                      inverse_every=inverse_every, fisher=fisher, kl_clip=kl_clip, lr=lr, ekfac=ekfac)
+        self.ekfac = ekfac
+        self.model, self.fisher, self.spec = model, fisher, loss_spec(loss_fn, fisher)
+        self.damping, self.factor_decay = float(damping), float(factor_decay)
+        self.update_every, self.inverse_every = update_every, inverse_every
+        self.kl_clip, self.lr = kl_clip, float(lr)
+        self.generator = resolve_generator(generator)
+        self.blocks, self.unsupported = select_blocks(model, layers, ekfac=ekfac)
+        if self.unsupported:
+            logger.warning("K-FAC leaves these parameters to the base optimizer: %s", "; ".join(self.unsupported))
+        self.steps = 0
+        self.last_info: PreconditionInfo | None = None
+        self._scale = 1.0
+        self._pending: list = []
+        self._outputs: list = []
+        # weak hooks: the model does not keep the preconditioner alive, and copies of the model
+        # (deepcopy, torch.save) carry inert hooks instead of the preconditioner
+        self._handles = []
+        for b in self.blocks.values():
+            self._handles.append(self._weak(b.module, "_on_layer", b))
+        self._handles.append(self._weak(model, "_model_hook"))
+
+    def _weak(self, module: nn.Module, method: str, *args):
+        hook = WeakHook(self, method, *args)
+        hook.handle = module.register_forward_hook(hook)
+        return hook.handle
+
+    # ------------------------------------------------------------------ hooks
+    def _capturing(self) -> bool:
+        return torch.is_grad_enabled() and self.steps % self.update_every == 0
+
+    def _on_layer(self, block, module, inputs, output):
+        if not self._capturing() or not inputs or not isinstance(inputs[0], torch.Tensor):
+            return
+        ctx = block.forward_stats(inputs[0])
+        if not (isinstance(output, torch.Tensor) and output.requires_grad):
+            return
+        if self.fisher == "empirical":
+            owner = weakref.ref(self)  # tensor hooks live in C++, where gc cannot see a cycle
+
+            def on_grad(gz):
+                me = owner()
+                if me is not None:
+                    block.grad_stats(ctx, gz, 1.0 / me._scale)
+            output.register_hook(on_grad)
+        else:
+            self._pending.append((block, ctx, output))
+
+    def _model_hook(self, module, inputs, output):
+        if not self._capturing():
+            return
+        if not isinstance(output, torch.Tensor):
+            if self.fisher != "empirical":
+                self._pending = []
+                raise TypeError(f"model: fisher={self.fisher!r} needs the model to return one tensor of outputs, "
+                                f"got {type(output).__name__}; wrap the model or use fisher='empirical'")
+            x = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
+            self._scale = 1.0 / max(1, x.shape[0]) if x is not None and x.dim() else 1.0
+            return
+        self._scale = loss_scale(self.spec, output)
+        if self.fisher == "empirical" or not output.requires_grad:
+            self._pending = []
+            return
+        index = len(self._outputs)
+        self._outputs.append((output, self._pending, self._scale))
+        self._pending = []
+        owner = weakref.ref(self)  # tensor hooks live in C++, where gc cannot see a cycle
+
+        def on_output_grad(g):
+            me = owner()
+            if me is not None:
+                me._fisher_backward(index)
+        output.register_hook(on_output_grad)
+
+    def _fisher_backward(self, index: int) -> None:
+        if index >= len(self._outputs) or self._outputs[index] is None:
+            return
+        out, pending, scale = self._outputs[index]
+        self._outputs[index] = None
+        if not pending:
+            return
+        zs = [z for _, _, z in pending]
+        for d in output_directions(self.spec, out, self.fisher, self.generator):
+            grads = torch.autograd.grad(out, zs, grad_outputs=d.to(out.dtype), retain_graph=True,
+                                        allow_unused=True)
+            for (block, ctx, _), gz in zip(pending, grads):
+                if gz is not None:
+                    block.grad_stats(ctx, gz, scale)
+
+    # ------------------------------------------------------------------ the step
+    @torch.no_grad()
+    def step(self, *, lr: float | None = None) -> PreconditionInfo:
+        """Precondition the current gradients in place (call after ``loss.backward()``).
+
+        Args:
+            lr: learning rate of the coming update, for the KL clip (default: ``self.lr``).
+
+        Returns:
+            A :class:`PreconditionInfo`, also kept as :attr:`last_info`.
+        """
+        lr = self.lr if lr is None else float(lr)
+        updated = inverted = False
+        fallbacks = 0
+        if self.steps % self.update_every == 0:
+            got = [b.update_factors(self.factor_decay) for b in self.blocks.values()]
+            updated = any(got)
+            if not updated and any(b.grads_present() for b in self.blocks.values()):
+                logger.warning("K-FAC: no layer statistics were captured for step %d; run the forward and "
+                               "backward with gradients enabled before pre.step()", self.steps)
+        rebased = set()
+        for name, b in self.blocks.items():
+            if b.factors and (b.eig is None or (updated and self.steps % self.inverse_every == 0)):
+                fallbacks += b.update_inverse()
+                inverted = True
+                rebased.add(name)
+        for name, b in self.blocks.items():
+            if getattr(b, "ekfac", False):
+                b.update_scales(self.factor_decay, name in rebased)
+        news, skipped = [], ""
+        for b in self.blocks.values():
+            if b.eig is not None and b.grads_present():
+                news.append((b, b.precondition(self.damping)))
+        vg = sum(float((n * p.grad).sum()) for b, ns in news for n, p in zip(ns, b.params))
+        nu = 1.0
+        if self.kl_clip is not None and vg > 0:
+            nu = min(1.0, math.sqrt(self.kl_clip / (lr * lr * vg)))
+        if not math.isfinite(vg) or not all(bool(torch.isfinite(n).all()) for _, ns in news for n in ns):
+            skipped, news = "non-finite preconditioned gradient; gradients left unchanged", []
+            logger.warning("K-FAC step %d: %s", self.steps, skipped)
+        for b, ns in news:
+            for n, p in zip(ns, b.params):
+                p.grad.copy_(n.mul_(nu))
+        self._outputs, self._pending = [], []
+        self.last_info = PreconditionInfo(self.steps, updated, inverted, nu, len(news), fallbacks, skipped)
+        self.steps += 1
+        return self.last_info
+
+    # ------------------------------------------------------------------ lifecycle and state
+    def remove(self) -> None:
+        """Remove every hook; the model is left as it was before construction."""
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+        self._outputs, self._pending = [], []
+
+    def __enter__(self) -> "KFACPreconditioner":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+    def quad(self, deltas: dict[nn.Parameter, torch.Tensor]) -> float:
+        """``d^T F_kfac d`` over the preconditioned layers for an update ``d`` (by parameter)."""
+        return sum(b.quad([deltas[p] for p in b.params]) for b in self.blocks.values()
+                   if b.factors and all(p in deltas for p in b.params))
+
+    def state_dict(self) -> dict:
+        """Factors, eigendecompositions in use, step counter, damping and generator state."""
+        return {"steps": self.steps, "damping": self.damping, "fisher": self.fisher,
+                "generator": self.generator.get_state(),
+                "blocks": {n: b.state() for n, b in self.blocks.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a :meth:`state_dict` of a preconditioner built on the same architecture."""
+        missing = set(self.blocks) ^ set(state["blocks"])
+        if missing:
+            raise ValueError(f"state: expected K-FAC blocks {sorted(self.blocks)}, got {sorted(state['blocks'])}; "
+                             "load a state_dict saved from the same model and layers=")
+        self.steps, self.damping = int(state["steps"]), float(state["damping"])
+        self.generator.set_state(state["generator"])
+        for n, b in self.blocks.items():
+            b.load(state["blocks"][n])
+

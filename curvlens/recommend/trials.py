@@ -1,0 +1,298 @@
+"""Trial runs: short, seeded runs of the top candidates that re-rank them by measured progress.
+
+Each candidate is run from the same weights with a small learning-rate bracket around its
+advice (``lr x TRIAL_BRACKET``; a line-search method such as L-BFGS picks its own steps and is
+run once, at its advice). Every run has a fixed number of steps, planned from the trial time
+and the measured cost of one step, so that a run is replayed exactly by ``(seed, steps)``; its
+CPU time (``time.process_time``) is measured. Candidates are re-ranked by the loss decrease per
+second of their best bracket member, a diverged run counting as no progress.
+
+The user's model comes back bit-identical: weights and buffers are restored after each run,
+``.grad`` and train/eval flags are put back, hooks an optimizer registered (K-FAC's statistics
+hooks) are removed, and every run draws its mini-batches from its own
+generator inside :func:`torch.random.fork_rng` (seeded for dropout), so the global RNG never moves.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from curvlens.recommend.evidence import LINE_SEARCH
+from curvlens.results import RunInfo, register_result
+
+__all__ = ["TrialResult", "run_trials", "TRIAL_BRACKET", "plan_steps"]
+
+#: learning-rate multipliers tried around each candidate's advice
+TRIAL_BRACKET = (1 / 3, 1.0, 3.0)
+#: a run whose full-data loss exceeds this multiple of the initial loss has diverged
+DIVERGED_FACTOR = 1.5
+#: full-data loss evaluations recorded per run (the curve in the report)
+CURVE_POINTS = 8
+MIN_STEPS, MAX_STEPS = 3, 20_000
+#: steps timed per candidate to plan its runs
+CALIBRATION_STEPS = 3
+
+
+@register_result("recommendation_trial")
+@dataclass(frozen=True)
+class TrialResult:
+    """The trial runs of one candidate.
+
+    Attributes:
+        optimizer, label: the candidate.
+        lrs: ``(R,)`` learning rates tried (the bracket around the advice).
+        steps: optimizer steps per run (the plan; replay with ``run_trials(..., steps=...)``).
+        run_index, steps_done, seconds, losses: the curves, one row per record: which run
+            (index into ``lrs``), steps done, CPU seconds spent in steps, full-data loss.
+        rates: ``(R,)`` loss decrease per CPU second of each run (0 when it diverged).
+        diverged: ``(R,)`` whether each run diverged (non-finite or > 1.5x the initial loss).
+        best_lr: the lr of the best run; rate: its loss decrease per second.
+        initial_loss: full-data loss at the start (the same for every run).
+        seed: seed of the runs' mini-batch draws and dropout.
+        info: run metadata.
+    """
+
+    optimizer: str
+    label: str
+    lrs: np.ndarray
+    steps: int
+    run_index: np.ndarray
+    steps_done: np.ndarray
+    seconds: np.ndarray
+    losses: np.ndarray
+    rates: np.ndarray
+    diverged: np.ndarray
+    best_lr: float
+    rate: float
+    initial_loss: float
+    seed: int
+    info: RunInfo
+
+    def final_losses(self) -> list[float]:
+        """The last recorded loss of each run."""
+        return [float(self.losses[self.run_index == i][-1]) for i in range(len(self.lrs))]
+
+    def summary_line(self) -> str:
+        runs = ", ".join(f"lr {lr:.3g}: {'diverged' if d else f'{r:.3g}/s'}"
+                         for lr, r, d in zip(self.lrs, self.rates, self.diverged))
+        return f"{self.label}: best lr {self.best_lr:.3g}, {self.rate:.3g} loss/s ({runs}; {self.steps} steps each)"
+
+    def to_dict(self) -> dict:
+        return {"optimizer": self.optimizer, "lrs": [float(x) for x in self.lrs], "steps": int(self.steps),
+                "rates": [float(x) for x in self.rates], "diverged": [bool(x) for x in self.diverged],
+                "final_losses": self.final_losses(), "best_lr": self.best_lr, "rate": self.rate,
+                "initial_loss": self.initial_loss, "seed": self.seed}
+
+
+def _bracket(candidate) -> list[float]:
+    lr = candidate.hyperparameters.get("lr")
+    if candidate.optimizer in LINE_SEARCH or lr is None:
+        return [float(lr) if lr is not None else 1.0]
+    return [float(lr) * f for f in TRIAL_BRACKET]
+
+
+def plan_steps(seconds_per_run: float, cost_per_step: float, gradient_seconds: float) -> int:
+    """Steps that fit ``seconds_per_run`` at ``cost_per_step`` gradients of ``gradient_seconds`` each."""
+    n = seconds_per_run / max(cost_per_step * gradient_seconds, 1e-9)
+    return int(min(max(n, MIN_STEPS), MAX_STEPS))
+
+
+class _Batches:
+    """Mini-batches of ``batch_size`` drawn from one (inputs, targets) pair or a list of batches."""
+
+    def __init__(self, data: Any, batch_size: int | None, gen: torch.Generator):
+        self.data, self.gen = data, gen
+        self.pair = isinstance(data, (tuple, list)) and len(data) == 2 and all(
+            isinstance(t, torch.Tensor) for t in data)
+        self.n = int(data[0].shape[0]) if self.pair else None
+        self.batch_size = batch_size if self.pair and batch_size is not None and batch_size < self.n else None
+        self.list = list(data) if not self.pair and isinstance(data, (list, tuple)) else None
+        self.i = 0
+
+    def full(self) -> bool:
+        return self.batch_size is None and self.list is None
+
+    def next(self) -> Any:
+        if self.batch_size is not None:
+            idx = torch.randint(self.n, (self.batch_size,), generator=self.gen)
+            return (self.data[0][idx], self.data[1][idx])
+        if self.list is not None:
+            b = self.list[self.i % len(self.list)]
+            self.i += 1
+            return b
+        return self.data
+
+
+_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
+               "_state_dict_hooks", "_load_state_dict_pre_hooks", "_forward_hooks_with_kwargs",
+               "_forward_pre_hooks_with_kwargs", "_forward_hooks_always_called")
+
+
+def _hook_keys(model: torch.nn.Module) -> list:
+    return [(m, name, set(getattr(m, name).keys())) for m in model.modules() for name in _HOOK_DICTS
+            if isinstance(getattr(m, name, None), dict)]
+
+
+def _remove_new_hooks(saved: list) -> None:
+    """Remove hooks an optimizer registered on the model during a run (e.g. K-FAC's statistics hooks)."""
+    for m, name, keys in saved:
+        d = getattr(m, name)
+        for k in [k for k in d if k not in keys]:
+            del d[k]
+
+
+def _one_run(candidate, model, loss_fn, problem, data, lr, steps, batch_size, seed) -> tuple[list, bool]:
+    """Train a fresh optimizer for ``steps`` steps; ``[(steps_done, seconds, loss)]`` and diverged."""
+    gen = torch.Generator().manual_seed(seed)
+    batches = _Batches(data, batch_size, gen)
+    overrides = {} if candidate.optimizer in LINE_SEARCH else {"lr": lr}
+    if candidate.optimizer == "lbfgs":
+        overrides["max_iter"] = 1  # one iteration per step: steps are comparable with other methods
+    opt = candidate.build(model, loss_fn, generator=seed, **overrides)
+    curvlens_step = hasattr(opt, "last_step") and hasattr(opt, "problem")
+    marks = sorted({max(1, round(steps * (k + 1) / CURVE_POINTS)) for k in range(CURVE_POINTS)})
+    l0 = float(problem.loss())
+    curve, spent, diverged = [(0, 0.0, l0)], 0.0, False
+    for k in range(1, steps + 1):
+        batch = batches.next()
+        t0 = time.process_time()
+        if curvlens_step:
+            loss = opt.step(batch)
+        else:
+            def closure():
+                opt.zero_grad(set_to_none=True)
+                out = problem.batch_loss(0, batch)[0]
+                out.backward()
+                return out
+
+            loss = opt.step(closure)
+        spent += time.process_time() - t0
+        bad = loss is not None and not math.isfinite(float(loss.detach() if torch.is_tensor(loss) else loss))
+        if k in marks or bad:
+            full = float(problem.loss())
+            curve.append((k, spent, full))
+            if bad or not math.isfinite(full) or full > DIVERGED_FACTOR * l0 + 1e-12:
+                diverged = True
+                break
+    return curve, diverged
+
+
+def _restore(model, params, weights, buffers, grads, flags) -> None:
+    with torch.no_grad():
+        for p, w in zip(params, weights):
+            p.copy_(w)
+        for b, v in zip(model.buffers(), buffers):
+            b.copy_(v)
+    for p, g in zip(params, grads):
+        p.grad = g
+    for m, f in flags:
+        m.training = f
+
+
+def run_trials(candidates: Sequence, model: torch.nn.Module, loss_fn: Any, data: Any, *, seconds: float,
+               batch_size: int | None = None, gradient_seconds: float | None = None, seed: int = 0,
+               steps: dict[str, int] | None = None) -> tuple[TrialResult, ...]:
+    """Run every candidate of ``candidates`` over its lr bracket; one :class:`TrialResult` each.
+
+    Args:
+        candidates: runnable :class:`~curvlens.recommend.RankedCandidate` s (the top few).
+        model, loss_fn, data: the training problem (``data``: one ``(inputs, targets)`` pair of
+            the training set, or a list of batches).
+        seconds: CPU time for all runs together (split evenly).
+        batch_size: mini-batch size (None: full batch).
+        gradient_seconds: measured time of one full-data gradient (plans the steps).
+        seed: seed of mini-batch draws, dropout and the optimizers' own randomness.
+        steps: ``{optimizer: steps}`` to replay a plan exactly instead of planning from time.
+    """
+    from curvlens.problem import Problem
+
+    if not (isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and math.isfinite(seconds)
+            and seconds > 0):
+        raise ValueError(f"trial: expected a positive number of seconds, got {seconds!r}; pass e.g. trial=30")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise TypeError(f"seed: expected an int, got {type(seed).__name__}; pass e.g. seed=0")
+    problem = Problem(model, loss_fn, data)
+    params = list(model.parameters())
+    weights = [p.detach().clone() for p in params]
+    buffers = [b.detach().clone() for b in model.buffers()]
+    grads = [p.grad for p in params]
+    flags = [(m, m.training) for m in model.modules()]
+    hooks = _hook_keys(model)
+    runs = sum(len(_bracket(c)) for c in candidates) or 1
+    t_grad = gradient_seconds if gradient_seconds and gradient_seconds > 0 else 1e-3
+    n = int(data[0].shape[0]) if isinstance(data, (tuple, list)) and len(data) == 2 and \
+        isinstance(data[0], torch.Tensor) else None
+    scale = batch_size / n if (batch_size and n and batch_size < n) else 1.0
+    out = []
+    try:
+        for c in candidates:
+            t_start = time.perf_counter()
+            lrs = _bracket(c)
+            nsteps = (steps or {}).get(c.optimizer)
+            if not nsteps:  # plan from the measured time of a few steps (the plan is recorded and replayable)
+                with torch.random.fork_rng(devices=_cuda_devices(params)):
+                    torch.manual_seed(seed)
+                    try:
+                        probe, _ = _one_run(c, model, loss_fn, problem, data, lrs[len(lrs) // 2], CALIBRATION_STEPS,
+                                            batch_size, seed)
+                    finally:
+                        _remove_new_hooks(hooks)
+                        _restore(model, params, weights, buffers, grads, flags)
+                per_step = probe[-1][1] / max(probe[-1][0], 1)
+                nsteps = plan_steps(seconds / runs, 1.0, per_step) if per_step > 0 else \
+                    plan_steps(seconds / runs, c.cost_per_step, t_grad * scale)
+            rows, rates, div = [], [], []
+            for i, lr in enumerate(lrs):
+                with torch.random.fork_rng(devices=_cuda_devices(params)):
+                    torch.manual_seed(seed)
+                    try:
+                        curve, d = _one_run(c, model, loss_fn, problem, data, lr, int(nsteps), batch_size, seed)
+                    finally:
+                        _remove_new_hooks(hooks)
+                with torch.no_grad():
+                    for p, w in zip(params, weights):
+                        p.copy_(w)
+                    for b, v in zip(model.buffers(), buffers):
+                        b.copy_(v)
+                for p, g in zip(params, grads):
+                    p.grad = g
+                for m, f in flags:
+                    m.training = f
+                rows += [(i, *r) for r in curve]
+                l0, (_, sec, lend) = curve[0][2], curve[-1]
+                rates.append(0.0 if d or sec <= 0 else max(l0 - lend, 0.0) / sec)
+                div.append(d)
+            best = int(np.argmax(rates))
+            arr = np.array(rows, dtype=np.float64)
+            info = RunInfo(seed=seed, matvecs=0, wall_time=time.perf_counter() - t_start, converged=not all(div),
+                           status=f"{len(lrs)} run(s) of {int(nsteps)} steps" + ("; every run diverged" if all(div)
+                                                                               else ""))
+            out.append(TrialResult(
+                optimizer=c.optimizer, label=c.label, lrs=np.array(lrs, dtype=np.float64), steps=int(nsteps),
+                run_index=arr[:, 0].astype(np.int64), steps_done=arr[:, 1].astype(np.int64), seconds=arr[:, 2],
+                losses=arr[:, 3], rates=np.array(rates), diverged=np.array(div, dtype=bool),
+                best_lr=float(lrs[best]), rate=float(rates[best]), initial_loss=float(arr[0, 3]), seed=seed,
+                info=info))
+    finally:
+        _remove_new_hooks(hooks)
+        with torch.no_grad():
+            for p, w in zip(params, weights):
+                p.copy_(w)
+            for b, v in zip(model.buffers(), buffers):
+                b.copy_(v)
+        for p, g in zip(params, grads):
+            p.grad = g
+        for m, f in flags:
+            m.training = f
+    return tuple(out)
+
+
+def _cuda_devices(params) -> list:
+    """The CUDA device of the model, whose RNG ``torch.manual_seed`` also seeds (forked with the CPU's)."""
+    return [p.device for p in params if p.device.type == "cuda"][:1]
