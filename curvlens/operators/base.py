@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from curvlens.problem.params import Block
+from curvlens.problem.params import Block, flatten_like, unflatten_like
 
 __all__ = ["Block", "BlockView", "CurvatureOperator"]
 
@@ -173,25 +173,11 @@ class CurvatureOperator(ABC):
     # ------------------------------------------------------------------ formats
     def flatten(self, tensors: Sequence[torch.Tensor]) -> torch.Tensor:
         """Concatenate parameter-shaped tensors into one flat vector (validated)."""
-        tensors = list(tensors)
-        if len(tensors) != len(self.param_shapes):
-            raise ValueError(
-                f"x: expected {len(self.param_shapes)} parameter-shaped tensors, got {len(tensors)}"
-            )
-        for i, (t, s) in enumerate(zip(tensors, self.param_shapes)):
-            if not isinstance(t, torch.Tensor) or t.shape != s:
-                got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
-                raise ValueError(f"x[{i}]: expected shape {tuple(s)}, got {got}")
-        return torch.cat([t.reshape(-1) for t in tensors])
+        return flatten_like(tensors, self.param_shapes, "x")
 
     def unflatten(self, v: torch.Tensor) -> list[torch.Tensor]:
         """Split a flat vector into tensors shaped like the parameters."""
-        out, i = [], 0
-        for s in self.param_shapes:
-            n = int(np.prod(s))
-            out.append(v[i : i + n].reshape(s))
-            i += n
-        return out
+        return unflatten_like(v, self.param_shapes)
 
     def to_dense(self, *, max_dim: int = 20_000, chunk: int = 64) -> torch.Tensor:
         """Form the dense ``D x D`` matrix by ``D`` products (small models only)."""

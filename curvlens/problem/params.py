@@ -136,3 +136,25 @@ def make_blocks(names: list[str], tensors: list[torch.Tensor]) -> tuple[Block, .
 
 
 Predicate = Callable[[str, torch.Tensor], bool]
+
+
+def flatten_like(tensors, shapes, name: str = "x") -> torch.Tensor:
+    """Concatenate tensors of the given ``shapes`` into one flat vector (validated; errors name ``name``)."""
+    tensors = list(tensors)
+    if len(tensors) != len(shapes):
+        raise ValueError(f"{name}: expected {len(shapes)} parameter-shaped tensors, got {len(tensors)}")
+    for i, (t, s) in enumerate(zip(tensors, shapes)):
+        if not isinstance(t, torch.Tensor) or t.shape != s:
+            got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise ValueError(f"{name}[{i}]: expected shape {tuple(s)}, got {got}")
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+def unflatten_like(v: torch.Tensor, shapes) -> list[torch.Tensor]:
+    """Split a flat vector into views shaped like ``shapes``."""
+    out, i = [], 0
+    for s in shapes:
+        n = torch.Size(s).numel()
+        out.append(v[i : i + n].reshape(s))
+        i += n
+    return out

@@ -13,14 +13,13 @@ from __future__ import annotations
 import inspect
 from typing import Any, Callable, Iterator
 
-import numpy as np
 import torch
 from torch import nn
 
 from curvlens.distributed.group import all_reduce_sum, rank_and_size, resolve_group, unwrap_ddp
 from curvlens.errors import NonFiniteLossError
 from curvlens.problem.batches import batch_size, collect_batches, to_device
-from curvlens.problem.params import Block, ParamSpec, make_blocks, select_params
+from curvlens.problem.params import Block, ParamSpec, flatten_like, make_blocks, select_params, unflatten_like
 from curvlens.problem.state import check_mode, preserved_state
 
 __all__ = ["Problem", "call_model", "resolve_loss_form"]
@@ -211,26 +210,14 @@ class Problem:
 
     def flatten(self, tensors) -> torch.Tensor:
         """Concatenate parameter-shaped tensors into one flat vector."""
-        tensors = list(tensors)
-        if len(tensors) != len(self.params):
-            raise ValueError(f"tensors: expected {len(self.params)} parameter-shaped tensors, got {len(tensors)}")
-        for i, (t, s) in enumerate(zip(tensors, self.param_shapes)):
-            if not isinstance(t, torch.Tensor) or t.shape != s:
-                got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
-                raise ValueError(f"tensors[{i}]: expected shape {tuple(s)}, got {got}")
-        return torch.cat([t.reshape(-1) for t in tensors])
+        return flatten_like(tensors, self.param_shapes, "tensors")
 
     def unflatten(self, v: torch.Tensor) -> list[torch.Tensor]:
         """Split a flat vector of length ``dim`` into tensors shaped like the parameters."""
         if not isinstance(v, torch.Tensor) or v.shape != (self.dim,):
             got = tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
             raise ValueError(f"v: expected a flat tensor of shape ({self.dim},), got {got}")
-        out, i = [], 0
-        for s in self.param_shapes:
-            n = int(np.prod(s))
-            out.append(v[i : i + n].reshape(s))
-            i += n
-        return out
+        return unflatten_like(v, self.param_shapes)
 
     def parameters_vector(self) -> torch.Tensor:
         """A detached copy of the selected parameters as one flat vector."""

@@ -255,15 +255,7 @@ def run_trials(candidates: Sequence, model: torch.nn.Module, loss_fn: Any, data:
                         curve, d = _one_run(c, model, loss_fn, problem, data, lr, int(nsteps), batch_size, seed)
                     finally:
                         _remove_new_hooks(hooks)
-                with torch.no_grad():
-                    for p, w in zip(params, weights):
-                        p.copy_(w)
-                    for b, v in zip(model.buffers(), buffers):
-                        b.copy_(v)
-                for p, g in zip(params, grads):
-                    p.grad = g
-                for m, f in flags:
-                    m.training = f
+                _restore(model, params, weights, buffers, grads, flags)
                 rows += [(i, *r) for r in curve]
                 l0, (_, sec, lend) = curve[0][2], curve[-1]
                 rates.append(0.0 if d or sec <= 0 else max(l0 - lend, 0.0) / sec)
@@ -281,15 +273,7 @@ def run_trials(candidates: Sequence, model: torch.nn.Module, loss_fn: Any, data:
                 info=info))
     finally:
         _remove_new_hooks(hooks)
-        with torch.no_grad():
-            for p, w in zip(params, weights):
-                p.copy_(w)
-            for b, v in zip(model.buffers(), buffers):
-                b.copy_(v)
-        for p, g in zip(params, grads):
-            p.grad = g
-        for m, f in flags:
-            m.training = f
+        _restore(model, params, weights, buffers, grads, flags)
     return tuple(out)
 
 

@@ -8,6 +8,7 @@ from curvlens import Problem
 from curvlens.operators import EmpiricalFisherOperator, GGNOperator, HessianOperator, MCFisherOperator
 
 from tests.operators._models import D64, bn_model, data, dense_ggn, dense_hessian, mlp
+from tests.operators.test_reference import split
 
 CE = nn.CrossEntropyLoss()
 
@@ -15,14 +16,6 @@ CE = nn.CrossEntropyLoss()
 def close(A, B, tol=1e-12):
     scale = max(float(B.abs().max()), 1e-300)
     assert float((A - B).abs().max()) <= tol * scale, float((A - B).abs().max()) / scale
-
-
-def split(x, y, sizes):
-    out, i = [], 0
-    for s in sizes:
-        out.append((x[i : i + s], y[i : i + s]))
-        i += s
-    return out
 
 
 def test_loss_and_gradient_match_autograd_on_all_data_with_uneven_batches():
