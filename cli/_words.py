@@ -91,6 +91,20 @@ def to_cli(message: str) -> str:
     return _ASSIGN.sub(_assignment, message)
 
 
+def recommend_to_cli(message: str) -> str:
+    """A recommendation's text in ``curvlens recommend``'s own options (every context key is one).
+
+    Example:
+        >>> recommend_to_cli("lbfgs: set memory_bytes in the context: its history needs memory")
+        'lbfgs: pass --memory: its history needs memory'
+    """
+    def here(m: re.Match) -> str:
+        where = CONTEXT_OPTIONS.get(m.group(1))
+        return m.group(0) if where is None else f"pass {where[1]}"
+
+    return _CONTEXT.sub(here, message)
+
+
 def analysis_to_cli(message: str) -> str:
     """A note of an analysis in ``analyze``'s options: solver arguments (``max_matvecs``) become
     ``--budget``, context keys the option that sets them.

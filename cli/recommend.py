@@ -138,7 +138,9 @@ def command(path, batch_size, dataset_size, lr, momentum, phase, memory, optimiz
                                        "reasons": list(advice.reasons),
                                        "recommendation": advice.recommendation.to_dict()}, indent=2, allow_nan=False))
             else:
-                click.echo(advice.to_text())
+                from curvlens_cli._words import recommend_to_cli
+
+                click.echo(recommend_to_cli(advice.to_text()))
             return
         rec = recommend(summary, ctx, **kw)
     except (ValueError, TypeError) as e:
@@ -152,7 +154,9 @@ def command(path, batch_size, dataset_size, lr, momentum, phase, memory, optimiz
     if fmt == "json":
         click.echo(json.dumps(rec.to_dict(), indent=2, allow_nan=False))
     else:
-        click.echo(rec.to_text())
+        from curvlens_cli._words import recommend_to_cli
+
+        click.echo(recommend_to_cli(rec.to_text()))
 
 
 def _trial_problem(demo, checkpoint, model_spec, data_spec, data_keys, loss, trust, batch_size) -> dict:

@@ -133,3 +133,10 @@ def test_results_h5_with_a_summary_method(tmp_path):
     d = json.loads(r.output)
     assert d["candidates"][0]["optimizer"] == "lbfgs"
     assert any("condition number 1e+06" in s for s in d["candidates"][0]["reasons"])
+
+
+def test_text_names_the_options_of_this_command(summary_path):
+    r = run(summary_path)  # no context at all: every missing value is named as a flag of `curvlens recommend`
+    assert r.exit_code == 0, r.output
+    assert "in the context" not in r.output
+    assert "pass --batch-size" in r.output or "pass --memory" in r.output, r.output
