@@ -76,10 +76,17 @@ def _lbfgs(inst, lr, seed):
     return torch_stepper(opt, inst)
 
 
-#: NewtonCG options per problem (everything else is the default). The PINN's model differentiates
-#: with respect to its inputs inside ``forward``, so per-sample gradients (the default
-#: preconditioner) fall back to a loop over samples; there CG runs unpreconditioned on all 130 points.
-NEWTON_CG_OPTIONS = {"pinn": {"preconditioner": None, "curvature_fraction": 1.0}}
+#: NewtonCG options per problem (everything else is the default: GGN, products through the output
+#: Jacobian where M * D is small, else autograd; curvature on half of each batch). The PINN's model
+#: differentiates with respect to its inputs inside ``forward``, so torch.func cannot build per-sample
+#: gradients or Jacobians: its Jacobian is built by vmapped one-hot backward passes on sub-batches
+#: (JacobianGGNOperator's "batched" route) and CG runs unpreconditioned on all 130 points. On the autoencoder the empirical-Fisher diagonal (per-sample gradients of 300 samples x
+#: 37,896 parameters) cost ~40% of a step and did not pay for itself: CG runs unpreconditioned.
+NEWTON_CG_OPTIONS = {"pinn": {"preconditioner": None, "curvature_fraction": 1.0},
+                     "autoencoder": {"preconditioner": None}}
+
+#: NewtonCG's grid (initial damping) per problem, bracketing the tuned value
+NEWTON_CG_GRIDS = {"logreg": (1e-6, 1e-5, 1e-4, 1e-3), "pinn": (3e-3, 1e-2, 1e-1, 1.0)}
 
 
 def _newton_cg(inst, damping, seed, **kw):
@@ -106,16 +113,16 @@ def register_defaults() -> None:
         register_method(Method("lbfgs", "quasi_newton", _lbfgs, (0.1, 0.3, 1.0, 3.0)))
     if "newton_cg" not in METHODS:
         # the grid is over the initial damping (adapted by Levenberg-Marquardt); everything else is
-        # NewtonCG's default (lr 1, curvature on half of each batch, empirical-Fisher preconditioner)
+        # NewtonCG's default or NEWTON_CG_OPTIONS
         register_method(Method("newton_cg", "curvature", _newton_cg, (1e-4, 1e-3, 1e-2, 1e-1), hparam="damping",
-                               batch_size={"autoencoder": 600}))
+                               grids=NEWTON_CG_GRIDS, batch_size={"autoencoder": 600}))
 
 
 # ---------------------------------------------------------------------- saddle-free Newton
-def _saddle_free(inst, lr, seed, **kw):
+def _saddle_free(inst, radius, seed, **kw):
     from curvlens.optim.saddle_free import SaddleFreeNewton
 
-    opt = SaddleFreeNewton(inst.model, inst.loss_fn, lr=lr, generator=seed, **{**_SFN_SETTINGS, **kw})
+    opt = SaddleFreeNewton(inst.model, inst.loss_fn, trust_radius=radius, generator=seed, **{**_SFN_SETTINGS, **kw})
 
     def step(batch):
         opt.step(batch)
@@ -123,20 +130,21 @@ def _saddle_free(inst, lr, seed, **kw):
     return step
 
 
-#: a small subspace (3 Krylov directions + the previous step) rebuilt every second step: a step
-#: costs 5 Hessian-vector products on refresh steps and 1 in between; a small initial damping
-#: (adapted from the reduction ratio) lets the first steps scale with the small curvature near a
-#: small-init saddle
-_SFN_SETTINGS = dict(subspace=4, history=1, refresh_every=2, damping=1e-4)
+#: 2 Lanczos directions around the gradient + the previous step, rebuilt every step: 3 Hessian-vector
+#: products per step (the quadratic model is exact in the subspace, so no product for the predicted
+#: decrease), the loss, gradient and products from one graph; escape steps of trust-region length
+#: along negative curvature; a small initial damping (adapted from the reduction ratio) so the first
+#: steps scale with the small curvature near a small-init saddle. The grid is the initial trust radius.
+_SFN_SETTINGS = dict(subspace=3, history=1, refresh_every=1, damping=1e-4, negative="escape")
 
 _register_defaults_before_saddle = register_defaults
 
 
 def register_defaults() -> None:  # noqa: F811 - extends the methods by saddle-free Newton
-    """The methods above and saddle-free Newton (grid over ``lr``, the subspace step size)."""
+    """The methods above and saddle-free Newton (grid over the initial trust radius)."""
     _register_defaults_before_saddle()
     if "saddle_free" not in METHODS:
-        register_method(Method("saddle_free", "curvature", _saddle_free, (0.5, 0.75, 1.0, 1.5), hparam="lr",
+        register_method(Method("saddle_free", "curvature", _saddle_free, (0.25, 0.5, 1.0, 2.0), hparam="trust_radius",
                                batch_size={"autoencoder": 600}))
 
 
@@ -171,3 +179,18 @@ def register_defaults() -> None:  # noqa: F811 - extends the methods by K-FAC
     for d in KFAC_DAMPINGS:
         if f"kfac_d{d:g}" not in METHODS:
             register_method(Method(f"kfac_d{d:g}", "curvature", _kfac_with(damping=d), KFAC_LRS))
+
+
+# ---------------------------------------------------------------------- K-FAC at its defaults
+#: K-FAC with every setting at the library's defaults (damping 1e-2, statistics every 5 steps,
+#: inverses every 25, KL clip 1e-2, momentum 0.5, Monte-Carlo Fisher); only ``lr`` is tuned
+KFAC_DEFAULT_LRS = (0.1, 0.3, 0.5, 1.0)
+
+_register_defaults_before_kfac_defaults = register_defaults
+
+
+def register_defaults() -> None:  # noqa: F811 - extends the methods by K-FAC at its defaults
+    """The methods above and ``kfac`` (the library's defaults, lr over :data:`KFAC_DEFAULT_LRS`)."""
+    _register_defaults_before_kfac_defaults()
+    if "kfac" not in METHODS:
+        register_method(Method("kfac", "curvature", _kfac_with(), KFAC_DEFAULT_LRS))

@@ -4,12 +4,26 @@ Prints one row per model: parameters, samples, wall time and matvecs of the full
 analysis, the time of one gradient over the same data ("one epoch"), and the analysis cost as a
 multiple of it. Target: the 1M-parameter MLP on 2,000 samples in under 2 minutes on 2 CPU cores.
 
-Usage: ``python benchmarks/analyze_cost.py [--samples 2000] [--models mlp,cnn,transformer] [--budget N]``
+With ``--memory``, each model's ``analyze`` runs instead in a fresh subprocess (1 torch thread)
+that reports its peak memory above start: the process's resident-set high-water mark
+(``VmHWM``, reset through ``/proc/self/clear_refs`` just before ``analyze``; ``ru_maxrss`` where
+that is unavailable) minus the resident set just before ``analyze``, overall and per stage.
+tracemalloc does not see torch's CPU allocator, so RSS is the measure. Beside it the model of
+what must be held: the retained graphs (``graph_bytes`` of the same operator) plus the largest
+Krylov basis a stage kept (vectors x D x itemsize). Target: <= 600 MB above start on the 1.1M MLP.
+
+Usage: ``python benchmarks/analyze_cost.py [--samples 2000] [--models mlp,cnn,transformer] [--budget N]
+[--memory]``
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import re
+import resource
+import subprocess
+import sys
 import time
 import warnings
 
@@ -67,13 +81,109 @@ def progress(name: str, t0: float):
     return cb
 
 
+def _status_kib(key: str) -> int | None:
+    try:
+        m = re.search(rf"^{key}:\s+(\d+) kB", open("/proc/self/status").read(), re.M)
+    except OSError:
+        return None
+    return int(m.group(1)) if m else None
+
+
+def _reset_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets VmHWM to the current resident set
+        return True
+    except OSError:
+        return False
+
+
+def _peak_kib() -> int:
+    hwm = _status_kib("VmHWM")
+    return hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def memory_child(name: str, n: int, budget: int | None) -> dict:
+    """Runs in a fresh process: analyze's peak resident memory above the resident set before it."""
+    import gc
+
+    from curvlens.linalg.eigen import default_basis_size
+    from curvlens.operators import HessianOperator
+
+    torch.set_num_threads(1)
+    g = torch.Generator().manual_seed(0)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model, x, y = problem(name, n, g)
+    loss_fn = nn.CrossEntropyLoss()
+    gc.collect()
+    resettable = _reset_peak()
+    rss0 = _status_kib("VmRSS") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    stages: dict[str, float] = {}
+
+    def cb(stage, done, total):
+        if done == total == 1:
+            stages[stage] = max(stages.get(stage, 0.0), (_peak_kib() - rss0) / 1024)
+            if resettable:
+                _reset_peak()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = analyze(model, loss_fn, (x, y), lr=0.1, momentum=0.9, generator=0, budget=budget, callback=cb)
+    peak = max([(_peak_kib() - rss0) / 1024] + list(stages.values()))
+    D, item = sum(p.numel() for p in model.parameters()), 4
+    op = HessianOperator(model, loss_fn, (x, y))
+    vecs = {}
+    if res.top is not None:
+        vecs["top"] = min(default_basis_size(4, 1, largest=True, dim=D), res.top.info.matvecs + 1)
+    if res.bottom is not None:
+        vecs["bottom"] = min(default_basis_size(1, 1, largest=False, dim=D), res.bottom.info.matvecs + 1)
+    if res.density is not None:
+        vecs["density"] = res.density.info.matvecs + res.density.num_probes
+    basis = max(vecs.values(), default=0) * D * item / 2**20
+    return {"model": name, "params": D, "peak_mb": peak, "stages_mb": stages, "graph_mb": op.graph_bytes / 2**20,
+            "basis_vectors": vecs, "basis_mb": basis, "exact_peak_reset": resettable, "matvecs": res.info.matvecs}
+
+
+def memory_main(args) -> None:
+    rows = []
+    for name in args.models.split(","):
+        cmd = [sys.executable, __file__, "--memory-child", name, "--samples", str(args.samples)]
+        if args.budget is not None:
+            cmd += ["--budget", str(args.budget)]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        rows.append(json.loads(out.strip().splitlines()[-1]))
+        r = rows[-1]
+        print(f"{name}: per-stage peak above start (MB): "
+              + ", ".join(f"{k} {v:.0f}" for k, v in r["stages_mb"].items())
+              + f"; basis vectors {r['basis_vectors']}", flush=True)
+    print("peak memory of analyze at the defaults, RSS high-water mark above the RSS just before it, "
+          "fresh subprocess, 1 torch thread")
+    head = ("model", "params", "matvecs", "peak MB above start", "retained graphs MB", "Krylov basis MB",
+            "graphs + basis MB", "peak / (graphs + basis)")
+    print(" | ".join(head))
+    print(" | ".join("---" for _ in head))
+    for r in rows:
+        model_mb = r["graph_mb"] + r["basis_mb"]
+        print(f"{r['model']} | {r['params']:,} | {r['matvecs']} | {r['peak_mb']:.0f} | {r['graph_mb']:.0f} | "
+              f"{r['basis_mb']:.0f} | {model_mb:.0f} | {r['peak_mb'] / max(model_mb, 1e-9):.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--samples", type=int, default=2000)
     ap.add_argument("--models", default="mlp,cnn,transformer")
     ap.add_argument("--budget", type=int, default=None, help="matvecs (default: analyze's default)")
     ap.add_argument("--verbose", action="store_true", help="print each stage's end time")
+    ap.add_argument("--memory", action="store_true", help="peak memory of analyze, one fresh subprocess per model")
+    ap.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.memory_child:
+        print(json.dumps(memory_child(args.memory_child, args.samples, args.budget)))
+        return
+    if args.memory:
+        memory_main(args)
+        return
     rows = []
     for name in args.models.split(","):
         g = torch.Generator().manual_seed(0)

@@ -38,58 +38,87 @@ def _fmt(x: float, spec: str = ".3g") -> str:
     return "not reached" if x == math.inf else format(x, spec)
 
 
-def summarize(problem, runs: dict) -> tuple[list[str], dict]:
-    """Markdown rows and a JSON-able dict for one problem."""
+def summarize(problem, runs: dict) -> dict:
+    """A JSON-able dict for one problem (the table is rendered from it by :func:`rows`)."""
     out = {"description": problem.description, "target": problem.target, "budget_s": problem.budget,
-           "info": list(problem.info), "methods": {}}
-    best = {}
+           "info": list(problem.info), "plot_offset": problem.plot_offset, "methods": {}}
+    grid = torch.linspace(0, problem.budget, 200)
     for name, rs in runs.items():
         h = H.tuned(rs)
-        st = rs.stats(h)
-        best[name] = (h, st)
-        out["methods"][name] = {"kind": rs.kind, "hparam": rs.hparam_name, "tuned": h, "tuned_stats": st,
-                                "grid": {str(k): rs.stats(k) for k in rs.curves}}
-    base = {k: v for k, v in best.items() if runs[k].kind in ("first_order", "quasi_newton")}
-    fo = {k: v for k, v in best.items() if runs[k].kind == "first_order"}
-    t_fo = min((v[1]["time_to_target"] for v in fo.values()), default=math.inf)
-    t_base = min((v[1]["time_to_target"] for v in base.values()), default=math.inf)
-    rows = [f"### {problem.name}: {problem.description}", "",
-            f"target loss {problem.target:.6g}, budget {problem.budget:g} CPU s per run"
-            + (", " + "; ".join(problem.info) if problem.info else ""), "",
-            "| method | tuned | median steps | time to target (s) | x best first-order | x best baseline "
-            "| loss at budget | metrics at budget |", "|---|---|---|---|---|---|---|---|"]
-    for name, (h, st) in best.items():
-        t = st["time_to_target"]
-        r_fo = t / t_fo if math.isfinite(t) and math.isfinite(t_fo) else math.inf
-        r_b = t / t_base if math.isfinite(t) and math.isfinite(t_base) else math.inf
-        mets = ", ".join(f"{k}={v:.3e}" for k, v in st["metrics_at_budget"].items())
-        rows.append(f"| {name} | {runs[name].hparam_name}={h:g} | {st['steps']:.0f} | {_fmt(t)} | {_fmt(r_fo, '.2f')} "
-                    f"| {_fmt(r_b, '.2f')} | {st['loss_at_budget']:.4e} | {mets} |")
-        out["methods"][name]["ratio_vs_best_first_order"] = r_fo
-        out["methods"][name]["ratio_vs_best_baseline"] = r_b
-    rows.append("")
-    return rows, out
+        out["methods"][name] = {"kind": rs.kind, "hparam": rs.hparam_name, "tuned": h, "tuned_stats": rs.stats(h),
+                                "grid": {str(k): rs.stats(k) for k in rs.curves}, "budget_s": rs.budget,
+                                "median_curve": {"t": grid.tolist(), "loss": H.median_curve(rs.curves[h], grid)},
+                                "measured_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime())}
+    return out
 
 
-def plot(problems, all_runs, path: pathlib.Path) -> None:
+def _t(x) -> float:
+    return math.inf if x is None else float(x)
+
+
+def _ratios(pjs: dict) -> None:
+    """Add, per method, the ratios of its tuned time to target to the best first-order and the best
+    baseline time; where no first-order method reached the target within its budget, the ratio is
+    only bounded: ``< time / budget`` (the time a first-order method would need exceeds its budget)."""
+    ms = pjs["methods"]
+    fo = [k for k, v in ms.items() if v["kind"] == "first_order"]
+    base = [k for k, v in ms.items() if v["kind"] in ("first_order", "quasi_newton")]
+    t_fo = min((_t(ms[k]["tuned_stats"]["time_to_target"]) for k in fo), default=math.inf)
+    t_base = min((_t(ms[k]["tuned_stats"]["time_to_target"]) for k in base), default=math.inf)
+    fo_budget = min((ms[k].get("budget_s", pjs["budget_s"]) for k in fo), default=None)
+    for v in ms.values():
+        t = _t(v["tuned_stats"]["time_to_target"])
+        v["ratio_vs_best_first_order"] = t / t_fo if math.isfinite(t) and math.isfinite(t_fo) else math.inf
+        v["ratio_vs_best_baseline"] = t / t_base if math.isfinite(t) and math.isfinite(t_base) else math.inf
+        v["ratio_bound_vs_best_first_order"] = (t / fo_budget if math.isfinite(t) and not math.isfinite(t_fo)
+                                                and fo_budget else None)
+
+
+def rows(name: str, pjs: dict) -> list[str]:
+    """Markdown rows for one problem from its JSON dict."""
+    _ratios(pjs)
+    out = [f"### {name}: {pjs['description']}", "",
+           f"target loss {pjs['target']:.6g}, budget {pjs['budget_s']:g} CPU s per run"
+           + (", " + "; ".join(pjs["info"]) if pjs["info"] else ""), "",
+           "| method | tuned | median steps | time to target (s) | x best first-order | x best baseline "
+           "| loss at budget | metrics at budget |", "|---|---|---|---|---|---|---|---|"]
+    for m, v in pjs["methods"].items():
+        st = v["tuned_stats"]
+        t = _t(st["time_to_target"])
+        bound = v.get("ratio_bound_vs_best_first_order")
+        r_fo = f"< {bound:.2f} (bound)" if bound is not None else _fmt(v["ratio_vs_best_first_order"], ".2f")
+        mets = ", ".join(f"{k}={_t(x):.3e}" for k, x in st["metrics_at_budget"].items())
+        note = "" if v.get("measured_utc") else " (earlier run)"  # rows kept by --merge from an older file
+        out.append(f"| {m}{note} | {v['hparam']}={v['tuned']:g} | {st['steps']:.0f} | {_fmt(t)} | {r_fo} "
+                   f"| {_fmt(v['ratio_vs_best_baseline'], '.2f')} | {_t(st['loss_at_budget']):.4e} | {mets} |")
+    out.append("")
+    return out
+
+
+def plot(js: dict, path: pathlib.Path) -> None:
+    """Median loss of each tuned method against CPU time, one panel per problem (methods whose
+    JSON entry has no stored curve, i.e. from an earlier run without one, are left out)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(problems), figsize=(5 * len(problems), 3.8), squeeze=False)
-    for ax, p in zip(axes[0], problems):
-        grid = torch.linspace(0, p.budget, 200)
-        for name, rs in all_runs[p.name].items():
-            h = H.tuned(rs)
-            ys = [y - p.plot_offset for y in H.median_curve(rs.curves[h], grid)]
-            ax.plot(grid.tolist(), [y if y > 0 and math.isfinite(y) else float("nan") for y in ys],
-                    label=f"{name} ({rs.hparam_name}={h:g})")
-        ax.axhline(p.target - p.plot_offset, color="k", ls=":", lw=1)
+    probs = list(js["problems"].items())
+    fig, axes = plt.subplots(1, len(probs), figsize=(5 * len(probs), 3.8), squeeze=False)
+    for ax, (pn, pj) in zip(axes[0], probs):
+        off = pj.get("plot_offset", 0.0) or 0.0
+        for name, v in pj["methods"].items():
+            c = v.get("median_curve")
+            if not c:
+                continue
+            ys = [_t(y) - off for y in c["loss"]]
+            ax.plot(c["t"], [y if y > 0 and math.isfinite(y) else float("nan") for y in ys],
+                    label=f"{name} ({v['hparam']}={v['tuned']:g})")
+        ax.axhline(pj["target"] - off, color="k", ls=":", lw=1)
         ax.set_yscale("log")
         ax.set_xlabel("CPU seconds (1 thread)")
-        ax.set_ylabel("loss - f*" if p.plot_offset else "training loss")
-        ax.set_title(p.name)
+        ax.set_ylabel("loss - f*" if off else "training loss")
+        ax.set_title(pn)
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
@@ -104,9 +133,18 @@ def main(argv=None) -> dict:
     ap.add_argument("--seeds", type=int, default=None, help="number of seeds (default 3, --quick 1)")
     ap.add_argument("--budget-scale", type=float, default=1.0, help="multiply every problem's budget")
     ap.add_argument("--out", default=str(pathlib.Path(__file__).resolve().parent / "results"))
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the problems and methods of OUT/optimizers.json that this run does not measure "
+                         "(marked 'earlier run' in the table; the plot shows only the methods run now)")
+    ap.add_argument("--render", action="store_true",
+                    help="only re-render OUT/optimizers.md and .png from OUT/optimizers.json (runs nothing)")
     ap.add_argument("--no-cache", action="store_true",
                     help="do not reuse finished runs stored under OUT/runs/ (they make an interrupted run resumable)")
     args = ap.parse_args(argv)
+    if args.render:
+        js = json.loads((pathlib.Path(args.out) / "optimizers.json").read_text())
+        write(js, pathlib.Path(args.out))
+        return js
     torch.set_num_threads(1)
     P.register_defaults()
     M.register_defaults()
@@ -121,7 +159,11 @@ def main(argv=None) -> dict:
     print(f"CPU time (time.process_time), torch.set_num_threads(1); seeds {seeds}; "
           f"{'quick' if args.quick else 'full'} budgets")
     t0 = time.perf_counter()
-    problems, all_runs, md, js = [], {}, [], {"seeds": seeds, "quick": args.quick, "problems": {}}
+    problems, all_runs, js = [], {}, {"seeds": seeds, "quick": args.quick, "problems": {}}
+    old_path = out / "optimizers.json"
+    if args.merge and old_path.exists():
+        js = json.loads(old_path.read_text())
+        js["seeds"], js["quick"] = seeds, args.quick
     for pn in pnames:
         p = P.PROBLEMS[pn]
         budget = (p.quick_budget if args.quick else p.budget) * args.budget_scale
@@ -130,18 +172,33 @@ def main(argv=None) -> dict:
         print(f"{p.name}: {p.description}; target {p.target:.6g}; " + "; ".join(p.info))
         cache = None if args.no_cache else out / "runs"
         all_runs[p.name] = {mn: H.run_grid(p, M.METHODS[mn], seeds, budget, cache_dir=cache) for mn in mnames}
-        rows, js["problems"][p.name] = summarize(p, all_runs[p.name])
-        md += rows
-        print("\n".join(rows))
-    header = ["# Optimizer benchmark", "",
-              f"CPU time (time.process_time) with torch.set_num_threads(1); median over seeds {seeds}; tuned = "
-              "grid value with the smallest median time to target. 'x best first-order' divides by the best tuned "
-              "Adam / SGD-momentum time, 'x best baseline' by the best of Adam, SGD-momentum and L-BFGS.", ""]
-    (out / "optimizers.md").write_text("\n".join(header + md) + "\n")
-    (out / "optimizers.json").write_text(json.dumps(js, indent=1, default=lambda o: None if o == math.inf else o))
-    plot(problems, all_runs, out / "optimizers.png")
+        fresh = summarize(p, all_runs[p.name])
+        if p.name in js["problems"]:  # merge: the methods measured now replace their earlier rows
+            js["problems"][p.name]["methods"].update(fresh.pop("methods"))
+            js["problems"][p.name].update(fresh)
+        else:
+            js["problems"][p.name] = fresh
+        print("\n".join(rows(p.name, js["problems"][p.name])))
+    write(js, out)
     print(f"wrote {out}/optimizers.md, optimizers.json, optimizers.png in {time.perf_counter() - t0:.0f} s wall")
     return js
+
+
+def write(js: dict, out: pathlib.Path) -> None:
+    """``optimizers.md`` (rendered from ``js``), ``optimizers.json`` and ``optimizers.png`` under ``out``."""
+    md = [line for pn, pj in js["problems"].items() for line in rows(pn, pj)]
+    header = ["# Optimizer benchmark", "",
+              f"CPU time (time.process_time) with torch.set_num_threads(1); median over seeds {js['seeds']}; tuned = "
+              "grid value with the smallest median time to target. 'x best first-order' divides by the best tuned "
+              "Adam / SGD-momentum time, 'x best baseline' by the best of Adam, SGD-momentum and L-BFGS. Where no "
+              "first-order method reaches the target within its budget, the ratio is bounded by time / budget. "
+              "Time to target is the CPU time at the end of the first step after which the full training loss is "
+              "<= target (the loss is evaluated after every step while steps are longer than budget/150; "
+              "evaluations are not timed). Rows marked 'earlier run' were kept by --merge from an earlier "
+              "session; the others carry their measurement time (measured_utc) in optimizers.json.", ""]
+    (out / "optimizers.md").write_text("\n".join(header + md) + "\n")
+    (out / "optimizers.json").write_text(json.dumps(js, indent=1, default=lambda o: None if o == math.inf else o))
+    plot(js, out / "optimizers.png")
 
 
 if __name__ == "__main__":

@@ -8,22 +8,36 @@ measured ranking is by the CPU time each family's best grid value needs to reach
 on 2 of 3 seeds ranks by its final loss after every family that does). Then the recommender is
 asked, from ``analyze`` plus the model (no trials), and again with ``trial=`` seconds, and the
 table says whether its top pick is among the best two families, whether its learning rate is
-within 3x of that family's best grid value, and whether the suggested rate diverges.
+within 3x of that family's best grid value, and whether the suggested advice diverges (the top
+pick trained with all its suggested hyperparameters, 3 seeds).
+
+The ground truth (every family over its grid) and the analysis do not depend on the
+recommender: both are cached in ``benchmarks/results/recommender_ground_truth.json`` and
+``recommender_analysis.json``, keyed by problem and method settings (family, fixed settings,
+grid, seeds, budget; analyze's seed and budget). Each family's entry records a fingerprint of
+the optimizer's source; a stale entry is reported, and ``--refresh all|FAMILY,...`` reruns it.
+So the recommender's rules can be iterated on cheaply (``--trial 0`` skips the trials).
 
 CPU time (time.process_time) with torch.set_num_threads(1): the machine is loaded.
-Run: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/recommender_suite.py [--budget 0.6] [--trial 6]``.
+Run: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/recommender_suite.py [--budget 0.6] [--trial 6]``;
+writes ``benchmarks/results/recommender_suite.md``.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import hashlib
 import importlib
+import json
 import logging
 import math
+import os
 import statistics
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -37,14 +51,31 @@ for _mod in ("curvlens.optim.kfac", "curvlens.optim.saddle_free", "curvlens.opti
         pass
 
 GRIDS = {
-    "sgd_momentum": [3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0],
-    "adamw": [3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1],
+    "sgd_momentum": [3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0],
+    "adamw": [3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1],
     "lbfgs": [0.1, 0.3, 1.0, 3.0],
-    "kfac": [0.01, 0.03, 0.1, 0.3],
+    "kfac": [0.01, 0.03, 0.1, 0.3, 1.0],
     "newton_cg": [0.1, 0.3, 1.0, 2.0],
     "saddle_free_newton": [0.1, 0.3, 1.0, 2.0],
 }
 SEEDS = (0, 1, 2)
+#: fixed settings of every family in the ground truth (its lr comes from the grid)
+TRAIN_SETTINGS = {
+    "sgd_momentum": {"momentum": 0.9},
+    "adamw": {"betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0},
+    "lbfgs": {"history_size": 10, "line_search_fn": "strong_wolfe", "max_iter": 1},
+    "kfac": {"momentum": 0.9, "damping": 1e-3},
+    "newton_cg": {},
+    "saddle_free_newton": {},
+}
+ANALYZE_SETTINGS = {"generator": 0, "budget": 200}
+#: keys the recommender's probe adds (measured again when a cached summary lacks one)
+PROBE_KEYS = ("gradient_seconds", "gradient_l1", "gradient_norm", "sign_curvature", "sequential_hvp_cost")
+RESULTS = Path(__file__).resolve().parent / "results"
+GROUND_TRUTH_PATH = RESULTS / "recommender_ground_truth.json"
+ANALYSIS_PATH = RESULTS / "recommender_analysis.json"
+_OPT_MODULES = {"kfac": "curvlens.optim.kfac", "newton_cg": "curvlens.optim.newton_cg",
+                "saddle_free_newton": "curvlens.optim.saddle_free"}
 
 
 # ----------------------------------------------------------------------------- problems
@@ -127,26 +158,53 @@ def problems():
     return out
 
 
+# ----------------------------------------------------------------------------- caches
+def _load(path):
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _save(path, data):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True, default=float))
+    os.replace(tmp, path)
+
+
+def source_fingerprint(family):
+    """sha1 of the optimizer's source (module or package) or the torch version: a cached ground
+    truth with another fingerprint was measured with other optimizer code."""
+    if family not in _OPT_MODULES:
+        return f"torch {torch.__version__}"
+    mod = importlib.import_module(_OPT_MODULES[family])
+    root = Path(mod.__file__)
+    files = sorted(root.parent.rglob("*.py")) if root.name == "__init__.py" else [root]
+    h = hashlib.sha1()
+    for f in files:
+        h.update(f.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def gt_key(name, family, budget):
+    """Cache key of one family's ground truth on one problem (its runs are keyed by lr and seed,
+    so extending a grid trains only the new values)."""
+    return (f"{name}|{family}|{json.dumps(TRAIN_SETTINGS[family], sort_keys=True)}|"
+            f"seeds={','.join(map(str, SEEDS))}|budget={budget:g}")
+
+
 # ----------------------------------------------------------------------------- training
 def _full_loss(model, loss_fn, data):
     with torch.no_grad():
         return float(loss_fn(model(data[0]), data[1]))
 
 
-def train(p, family, lr, seed, budget):
-    """[(cpu_seconds, full_loss)] of one run; losses recorded every budget/30 s (not timed)."""
-    import copy
-
+def train(p, family, lr, seed, budget, hp=None):
+    """[(cpu_seconds, full_loss)] of one run; losses recorded every budget/30 s (not timed).
+    ``hp``: every hyperparameter (default: the grid's ``lr`` and :data:`TRAIN_SETTINGS`)."""
     from curvlens.recommend.build import build
 
     model = copy.deepcopy(p["model"])
     loss_fn, (X, Y), bs = p["loss"], p["data"], p["batch"]
-    hp = {"lr": lr, "momentum": 0.9, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0,
-          "history_size": 10, "line_search_fn": "strong_wolfe", "max_iter": 1}
-    if family == "kfac":
-        hp = {"lr": lr, "momentum": 0.9, "damping": 1e-3}
-    elif family in ("newton_cg", "saddle_free_newton"):
-        hp = {"lr": lr}
+    hp = dict(hp) if hp is not None else {"lr": lr, **TRAIN_SETTINGS[family]}
     opt = build(family, hp, model, loss_fn, generator=seed)
     gen = torch.Generator().manual_seed(seed)
     curvlens_opt = hasattr(opt, "last_step")
@@ -192,12 +250,38 @@ def time_to(curve, target):
     return math.inf
 
 
-def measure(p, families, budget, log):
-    runs = {}
+def ground_truth(name, p, families, budget, refresh=(), log=print):
+    """``{(family, lr, seed): curve}`` from the cache, training what is missing or refreshed; and
+    the families whose cached entry was measured with other optimizer code (stale)."""
+    cache = _load(GROUND_TRUTH_PATH)
+    runs, stale = {}, []
     for fam in families:
+        key, fp = gt_key(name, fam, budget), source_fingerprint(fam)
+        entry = cache.get(key)
+        if entry is None or fam in refresh or "all" in refresh:
+            entry = {"fingerprint": fp, "runs": {}}
+        todo = [(lr, s) for lr in GRIDS[fam] for s in SEEDS if f"{lr:g}|{s}" not in entry["runs"]]
+        if todo:
+            t0 = time.process_time()
+            new = {f"{lr:g}|{s}": train(p, fam, lr, s, budget) for lr, s in todo}
+            log(f"#   ground truth {name} / {fam}: {len(todo)} runs, {time.process_time() - t0:.0f} s CPU", flush=True)
+            cache = _load(GROUND_TRUTH_PATH)  # another run may have written meanwhile
+            entry = cache.get(key) if cache.get(key, {}).get("fingerprint") == entry["fingerprint"] else entry
+            entry["runs"].update(new)
+            entry["measured"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+            cache[key] = entry
+            _save(GROUND_TRUTH_PATH, cache)
+        if entry["fingerprint"] != fp:
+            stale.append(fam)
         for lr in GRIDS[fam]:
             for s in SEEDS:
-                runs[(fam, lr, s)] = train(p, fam, lr, s, budget)
+                runs[(fam, lr, s)] = [(t, math.inf if v is None or not math.isfinite(v) else v)
+                                      for t, v in entry["runs"][f"{lr:g}|{s}"]]
+    return runs, stale
+
+
+def measure(runs, families):
+    """Target loss, per-family statistics of the best grid value, and the ranking."""
     l0 = runs[next(iter(runs))][0][1]
     best = min(min(v for _, v in c) for c in runs.values())
     target = best * (l0 / best) ** 0.1 if best > 0 else best + 0.1 * (l0 - best)
@@ -209,35 +293,87 @@ def measure(p, families, budget, log):
             finals = [runs[(fam, lr, s)][-1][1] for s in SEEDS]
             per_lr.append((times[1], statistics.median(finals), lr))  # median of 3
         t, fin, lr = min(per_lr)
-        fam_stats[fam] = dict(time=t, final=fin, best_lr=lr)
+        fam_stats[fam] = dict(time=t, final=fin, best_lr=lr, per_lr={x: (tt, ff) for tt, ff, x in per_lr})
     ranking = sorted(families, key=lambda f: (fam_stats[f]["time"], fam_stats[f]["final"]))
     return target, fam_stats, ranking
 
 
-def diverges(p, family, lr, budget):
-    if family not in GRIDS or lr is None:
+def diverges(name, p, candidate, budget):
+    """Whether the candidate's advice (all its hyperparameters) diverges on one of 3 seeds (cached)."""
+    from curvlens.recommend.build import constructor_kwargs
+
+    if candidate.optimizer not in GRIDS:
         return False
+    hp = constructor_kwargs(candidate.optimizer, candidate.hyperparameters)
+    key = f"divergence|{name}|{candidate.optimizer}|{json.dumps(hp, sort_keys=True, default=str)}|budget={budget:g}"
+    cache = _load(GROUND_TRUTH_PATH)
+    if key in cache and cache[key]["fingerprint"] == source_fingerprint(candidate.optimizer):
+        return cache[key]["diverged"]
     l0 = _full_loss(p["model"], p["loss"], p["data"])
+    out = False
     for s in SEEDS:
-        c = train(p, family, lr, s, budget)
+        c = train(p, candidate.optimizer, None, s, budget, hp=hp)
         if any(not math.isfinite(v) or v > 1.5 * l0 for _, v in c):
-            return True
-    return False
+            out = True
+            break
+    cache = _load(GROUND_TRUTH_PATH)
+    cache[key] = {"fingerprint": source_fingerprint(candidate.optimizer), "diverged": out}
+    _save(GROUND_TRUTH_PATH, cache)
+    return out
 
 
-def advise(p, trial):
-    from curvlens.diagnostics import analyze
-
+def context(p):
     n = int(p["data"][0].shape[0])
-    ctx = RecommendationContext(batch_size=p["batch"] or n, dataset_size=n, phase=p["phase"],
-                                layer_types=p["layers"], memory_bytes="4GB")
+    return RecommendationContext(batch_size=p["batch"] or n, dataset_size=n, phase=p["phase"],
+                                 layer_types=p["layers"], memory_bytes="4GB")
+
+
+def analysis_summary(name, p, refresh=False):
+    """analyze(...).summary() plus the recommender's probe measurements, cached by problem and
+    analyze's settings (neither depends on the recommender's rules)."""
+    from curvlens.diagnostics import analyze
+    from curvlens.recommend.engine import as_summary
+    from curvlens.recommend.probe import probe_measurements
+
+    key = f"{name}|{json.dumps(ANALYZE_SETTINGS, sort_keys=True)}|torch {torch.__version__}"
+    cache = _load(ANALYSIS_PATH)
+    if key in cache and not refresh:
+        summary = cache[key]
+        if all(k in summary for k in PROBE_KEYS):
+            return summary
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            summary = as_summary(analyze(p["model"], p["loss"], p["data"], **ANALYZE_SETTINGS))
+    summary.update(probe_measurements(p["model"], p["loss"], p["data"]))
+    cache = _load(ANALYSIS_PATH)
+    cache[key] = summary
+    _save(ANALYSIS_PATH, cache)
+    return summary
+
+
+def advise(p, summary, trial):
+    """The recommendation without and with trials; both get the model, so the recommender
+    measures what the summary lacks (its probe, and one step of every candidate)."""
+    kw = dict(model=p["model"], loss_fn=p["loss"], data=p["data"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        a = analyze(p["model"], p["loss"], p["data"], generator=0, budget=200)
-        kw = dict(model=p["model"], loss_fn=p["loss"], data=p["data"])
-        rec = recommend(a, ctx, **kw)
-        rec_t = recommend(a, ctx, **kw, trial=trial) if trial else None
+        rec = recommend(dict(summary), context(p), **kw)
+        rec_t = recommend(dict(summary), context(p), **kw, trial=trial) if trial else None
     return rec, rec_t
+
+
+def evaluate(name, p, rec, stats, ranking, budget):
+    top = rec.top
+    lr = top.hyperparameters.get("lr")
+    best_lr = stats.get(top.optimizer, {}).get("best_lr")
+    ratio = lr / best_lr if lr is not None and best_lr is not None else None
+    lrs = {c.optimizer: (c.hyperparameters.get("lr"), stats[c.optimizer]["best_lr"]) for c in rec.candidates
+           if c.optimizer in stats and c.hyperparameters.get("lr") is not None}
+    return dict(top=top.optimizer, lr=lr, in_top2=top.optimizer in ranking[:2], ratio=ratio,
+                lr_ok=ratio is not None and 1 / 3 <= ratio <= 3, diverged=diverges(name, p, top, budget),
+                picks=[c.optimizer for c in rec.candidates if c.runnable][:3], family_lr_ratio={
+                    f: a / b for f, (a, b) in lrs.items()})
 
 
 def main(argv=None):
@@ -245,71 +381,109 @@ def main(argv=None):
     ap.add_argument("--budget", type=float, default=0.6, help="CPU seconds per training run")
     ap.add_argument("--trial", type=float, default=6.0, help="CPU seconds of trials per problem (0: none)")
     ap.add_argument("--only", default=None, help="comma list of problem names")
+    ap.add_argument("--refresh", default="", help="rerun the ground truth of these families ('all' or a comma list)")
+    ap.add_argument("--refresh-analysis", action="store_true", help="rerun analyze (cached otherwise)")
+    ap.add_argument("--ground-truth-only", action="store_true", help="fill the caches, ask no recommendation")
+    ap.add_argument("--no-write", action="store_true", help="do not write recommender_suite.md")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     logging.getLogger("curvlens").setLevel(logging.ERROR)  # K-FAC notes unsupported layers once per build
     from curvlens.recommend.build import runnable
 
     families = [f for f in GRIDS if runnable(f)[0]]
-    print(f"# recommender suite: CPU time (process_time), torch threads 1 (machine loaded); budget "
-          f"{args.budget}s per run, {len(SEEDS)} seeds, families {', '.join(families)}", flush=True)
+    refresh = tuple(x for x in args.refresh.split(",") if x)
+    header = (f"CPU time (process_time), torch threads 1 (machine loaded); budget {args.budget:g} s per run, "
+              f"{len(SEEDS)} seeds, trials {args.trial:g} s; families {', '.join(families)}")
+    print("# recommender suite: " + header, flush=True)
     rows = []
     t_start = time.process_time()
     for name, p in problems().items():
         if args.only and name not in args.only.split(","):
             continue
         t0 = time.process_time()
-        target, stats, ranking = measure(p, families, args.budget, print)
-        rec, rec_t = advise(p, args.trial)
-        row = dict(name=name, kind=p["kind"], ranking=ranking, stats=stats, target=target)
+        runs, stale = ground_truth(name, p, families, args.budget, refresh)
+        target, stats, ranking = measure(runs, families)
+        summary = analysis_summary(name, p, args.refresh_analysis)
+        if args.ground_truth_only:
+            continue
+        rec, rec_t = advise(p, summary, args.trial)
+        row = dict(name=name, kind=p["kind"], ranking=ranking, stats=stats, target=target, stale=stale)
         for tag, r in (("plain", rec), ("trial", rec_t)):
-            if r is None:
-                continue
-            top = r.top
-            lr = top.hyperparameters.get("lr")
-            best_lr = stats.get(top.optimizer, {}).get("best_lr")
-            row[tag] = dict(top=top.optimizer, lr=lr, in_top2=top.optimizer in ranking[:2],
-                            lr_ok=(lr is not None and best_lr is not None and best_lr / 3 <= lr <= best_lr * 3),
-                            diverged=diverges(p, top.optimizer, lr, args.budget),
-                            picks=[c.optimizer for c in r.candidates if c.runnable][:3])
+            if r is not None:
+                row[tag] = evaluate(name, p, r, stats, ranking, args.budget)
         rows.append(row)
         _print_row(row)
         print(f"#   ({time.process_time() - t0:.0f} s CPU)", flush=True)
-    _print_table(rows)
+    if not rows:
+        return 0
+    lines = _table(rows)
+    print("\n".join(lines))
     print(f"# total {time.process_time() - t_start:.0f} s CPU")
+    if not args.no_write and not args.only:
+        _write_md(rows, lines, header)
+    return 0
 
 
 def _fmt_t(t):
     return "never" if not math.isfinite(t) else f"{t:.2f}s"
 
 
-def _print_row(row):
-    print(f"\n## {row['name']} ({row['kind']}), target loss {row['target']:.4g}")
+def _detail(row):
+    out = [f"## {row['name']} ({row['kind']}), target loss {row['target']:.4g}"
+           + (f" (stale ground truth: {', '.join(row['stale'])})" if row["stale"] else "")]
     for f in row["ranking"]:
         s = row["stats"][f]
-        print(f"   {f:20s} time-to-target {_fmt_t(s['time']):>7s}  best lr {s['best_lr']:<8.3g} final {s['final']:.4g}")
+        out.append(f"   {f:20s} time-to-target {_fmt_t(s['time']):>7s}  best lr {s['best_lr']:<8.3g} "
+                   f"final {s['final']:.4g}")
     for tag in ("plain", "trial"):
         if tag in row:
             r = row[tag]
-            print(f"   recommender ({tag}): picks {r['picks']}, top lr {_lr(r['lr'])}"
-                  f"; in best two: {r['in_top2']}; lr within 3x: {r['lr_ok']}; diverged: {r['diverged']}")
+            ratios = ", ".join(f"{f} {v:.2g}" for f, v in r["family_lr_ratio"].items())
+            out.append(f"   recommender ({tag}): picks {r['picks']}, top lr {_lr(r['lr'])}; in best two: "
+                       f"{r['in_top2']}; lr ratio {_lr(r['ratio'])}; diverged: {r['diverged']}; "
+                       f"suggested/best lr: {ratios}")
+    return out
 
 
-def _print_table(rows):
-    print("\n| problem | measured ranking (best two) | top pick (no trial) | in best 2 | lr within 3x | diverged |"
-          " top pick (trial) | in best 2 |")
-    print("|---|---|---|---|---|---|---|---|")
-    ok_plain = ok_lr = ok_trial = 0
+def _print_row(row):
+    print("\n" + "\n".join(_detail(row)), flush=True)
+
+
+def _table(rows):
+    lines = ["| problem | measured ranking (time to target) | top pick, no trial (lr) | in best 2 | lr / best lr |"
+             " diverged | top pick, trial (lr) | in best 2 | lr / best lr |", "|---|---|---|---|---|---|---|---|---|"]
+    ok_plain = ok_lr = ok_trial = ok_trial_lr = 0
     for r in rows:
         pl, tr = r.get("plain", {}), r.get("trial", {})
         ok_plain += bool(pl.get("in_top2"))
         ok_lr += bool(pl.get("lr_ok")) and not pl.get("diverged")
         ok_trial += bool(tr.get("in_top2"))
-        print(f"| {r['name']} | {', '.join(r['ranking'][:2])} | {pl.get('top')} (lr {_lr(pl.get('lr'))}) | "
-              f"{pl.get('in_top2')} | {pl.get('lr_ok')} | {pl.get('diverged')} | {tr.get('top')} | {tr.get('in_top2')} |")
+        ok_trial_lr += bool(tr.get("lr_ok")) and not tr.get("diverged")
+        rank = ", ".join(f"{f} {_fmt_t(r['stats'][f]['time'])}" for f in r["ranking"][:3])
+        lines.append(f"| {r['name']} | {rank} | {pl.get('top')} ({_lr(pl.get('lr'))}) | {_yn(pl.get('in_top2'))} | "
+                     f"{_lr(pl.get('ratio'))} | {_yn(pl.get('diverged'))} | {tr.get('top')} ({_lr(tr.get('lr'))}) | "
+                     f"{_yn(tr.get('in_top2'))} | {_lr(tr.get('ratio'))} |")
     n = len(rows)
-    print(f"\nno trial: top pick in best two on {ok_plain}/{n}; lr within 3x and not diverged on {ok_lr}/{n}; "
-          f"with trial: {ok_trial}/{n}")
+    lines.append(f"\nno trial: top pick in best two on {ok_plain}/{n}; lr within 3x and not diverged on {ok_lr}/{n}. "
+                 f"with trial: top pick in best two on {ok_trial}/{n}; lr within 3x and not diverged on "
+                 f"{ok_trial_lr}/{n}.")
+    return lines
+
+
+def _write_md(rows, lines, header):
+    text = ["# Recommender validation suite", "", f"`benchmarks/recommender_suite.py`: {header}.", "",
+            "Measured ranking: CPU time of each family's best grid value to the target loss (median of 3 seeds). "
+            "lr / best lr: the top pick's suggested lr over that family's best grid value (target: within 3x). "
+            "Diverged: the top pick, trained with all its suggested hyperparameters on 3 seeds, exceeds 1.5x the "
+            "initial loss.", ""] + lines + ["", "## Per problem", "", "```"]
+    for r in rows:
+        text += _detail(r) + [""]
+    text.append("```")
+    (RESULTS / "recommender_suite.md").write_text("\n".join(text) + "\n")
+
+
+def _yn(v):
+    return "n/a" if v is None else ("yes" if v else "no")
 
 
 def _lr(v):

@@ -29,7 +29,7 @@ from curvlens.linalg import (
 # stochastic estimators: trace, diagonal, norms, spectral density
 from curvlens.estimators import (
     DensityResult, DiagonalResult, Estimate, NormResult, TraceResult, exact_diagonal, frobenius_norm,
-    ggn_diagonal, hutchinson_diagonal, hutchinson_trace, hutchpp_trace, krylov_trace, probe_vectors, spectral_density, wasserstein_1,
+    ggn_diagonal, hessian_diagonal, hutchinson_diagonal, hutchinson_trace, hutchpp_trace, krylov_trace, probe_vectors, spectral_density, wasserstein_1,
     xdiag, xtrace,
 )
 
@@ -62,7 +62,7 @@ __all__ = [
     "power_iteration", "EigenResult", "ExtremeEigenvalues", "cg", "CGResult", "minres", "MinresResult",
     # estimators
     "probe_vectors", "hutchinson_trace", "hutchpp_trace", "krylov_trace", "xtrace", "TraceResult",
-    "hutchinson_diagonal", "xdiag", "exact_diagonal", "ggn_diagonal", "DiagonalResult", "frobenius_norm", "NormResult",
+    "hutchinson_diagonal", "xdiag", "exact_diagonal", "ggn_diagonal", "hessian_diagonal", "DiagonalResult", "frobenius_norm", "NormResult",
     "spectral_density", "DensityResult", "Estimate", "wasserstein_1",
     # diagnostics
     "analyze", "AnalysisResult", "BudgetSplitter",

@@ -12,6 +12,7 @@ from curvlens.diagnostics.conditioning import ConditioningResult, conditioning_f
 from curvlens.diagnostics.gradient_noise import GradientNoiseResult, gradient_noise_scale
 from curvlens.diagnostics.noise import NoiseStudyResult, curvature_noise, default_batch_sizes, fit_variance_law
 from curvlens.diagnostics.per_layer import PerLayerResult, per_layer_breakdown
+from curvlens.diagnostics.product_cost import ProductCost, measure_product_cost
 from curvlens.diagnostics.saddle import SaddleResult, saddle_from, saddle_verdict
 from curvlens.diagnostics.sharpness import SharpnessResult, sharpness
 from curvlens.diagnostics.stages import STAGES, Stage
@@ -26,4 +27,5 @@ __all__ = [
     "NoiseStudyResult", "curvature_noise", "default_batch_sizes", "fit_variance_law",
     "GradientNoiseResult", "gradient_noise_scale",
     "PerLayerResult", "per_layer_breakdown",
+    "ProductCost", "measure_product_cost",
 ]

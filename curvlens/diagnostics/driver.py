@@ -1,7 +1,7 @@
 """``analyze``: one call that runs the chosen diagnostics within a budget.
 
 The measurements run as the rows of the stage table (:mod:`curvlens.diagnostics.stages`):
-first the cost of one product (3 products, 2 gradients; model input only), then ``top``,
+first the cost of one product (4 products, 4 gradients; model input only), then ``top``,
 ``trace``, ``bottom``, ``density``, ``per_layer``, ``noise`` and ``gradient_noise``, each only
 when a chosen analysis needs it. The budget ``M`` (matvecs; default :data:`DEFAULT_BUDGET` =
 300) is split among them by a :class:`~curvlens.diagnostics.BudgetSplitter`: each stage
@@ -179,12 +179,6 @@ def analyze(
                                 "analyze(problem, ...) alone, or analyze(model, loss_fn, data, ...)")
             model, loss_fn, data = problem.model, problem.loss_fn, problem.batches
             params, mode = list(problem.param_names), problem.mode
-            if problem.process_group is not None:
-                for st in ("noise", "gradient_noise"):
-                    if st in chosen:
-                        notes.append(f"{st} skipped: the minibatch studies run in a single process, not on a "
-                                     "process group (each rank would draw from its own shard)")
-                        chosen.discard(st)
         else:
             problem = Problem(model, loss_fn, data, params=params, mode=mode)
         kw = dict(max_graph_memory=max_graph_memory)
@@ -193,7 +187,7 @@ def analyze(
         op = OPERATORS[curvature](problem, **kw)
         samples = None
         if "noise" in chosen:
-            samples, why = indexable(data)
+            samples, why = indexable(data, process_group=problem.process_group, device=problem.device)
             if samples is None:
                 notes.append(f"noise skipped: {why}")
                 chosen.discard("noise")

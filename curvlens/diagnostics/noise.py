@@ -131,23 +131,35 @@ def _exact_trace(op) -> float:
     return float(torch.diagonal(op.matmat(eye)).double().sum())
 
 
+#: probes per operator call of the trace quadratic forms (bounds the transient memory of a
+#: batched product, which grows with the number of vectors)
+PROBE_GROUP = 4
+
+
+def _quadratic_forms(op, Z: torch.Tensor) -> torch.Tensor:
+    """``z_i^T A z_i`` for the columns of ``Z`` (float64), :data:`PROBE_GROUP` products at a time."""
+    return torch.cat([(Zg * op.matmat(Zg)).sum(dim=0).double()
+                      for Zg in (Z[:, i:i + PROBE_GROUP] for i in range(0, Z.shape[1], PROBE_GROUP))])
+
+
 def _common_probes(op, full_operator, k: int, gen: torch.Generator):
-    """Rademacher probes shared by every minibatch, and the full operator's products with
-    them when it is given (``k`` full-data products)."""
+    """Rademacher probes shared by every minibatch, and the full operator's quadratic forms
+    ``z_i^T A z_i`` (float64, ``k`` full-data products) when it is given; the products
+    themselves are not kept."""
     Z = probe_vectors(op.dim, k, kind="rademacher", dtype=op.dtype, device=op.device, generator=gen)
     if full_operator is None:
         return Z, None, 0
-    return Z, full_operator.matmat(Z), k
+    return Z, _quadratic_forms(full_operator, Z), k
 
 
-def _probe_trace(op, Z: torch.Tensor, AZ: torch.Tensor | None, full_trace: float | None) -> tuple[float, float]:
+def _probe_trace(op, Z: torch.Tensor, zAz: torch.Tensor | None, full_trace: float | None) -> tuple[float, float]:
     """Minibatch trace from the common probes: a control variate ``tr(A) + mean z^T (A_B - A) z``
-    when ``A Z`` and ``tr(A)`` are known (error ~ ||A_B - A||_F), plain Hutchinson otherwise.
-    Returns (estimate, estimated variance of its probe error)."""
-    q = (Z * op.matmat(Z)).sum(dim=0).double()
+    when ``z_i^T A z_i`` and ``tr(A)`` are known (error ~ ||A_B - A||_F), plain Hutchinson
+    otherwise. Returns (estimate, estimated variance of its probe error)."""
+    q = _quadratic_forms(op, Z)
     base = 0.0
-    if AZ is not None and full_trace is not None:
-        q = q - (Z * AZ).sum(dim=0).double()
+    if zAz is not None and full_trace is not None:
+        q = q - zAz
         base = float(full_trace)
     k = q.numel()
     return base + float(q.mean()), (float(q.var(unbiased=True)) / k if k > 1 else 0.0)
@@ -262,7 +274,7 @@ def curvature_noise(
     probe_var = np.zeros((Q, nb))  # mean estimated probe-error variance of the trace, per rung
     spent, unconverged, measured = 0.0, 0, []
     u = None if direction is None else direction.reshape(-1)
-    Z = AZ = None  # common trace probes, drawn at the first minibatch
+    Z = zAz = None  # common trace probes, drawn at the first minibatch
     for j, B in enumerate(ladder):
         if deadline is not None and time.perf_counter() > deadline:
             notes.append(f"time budget: rungs from B={B} on not measured")
@@ -283,9 +295,9 @@ def curvature_noise(
                         vals[qi, j, d] = _exact_trace(op)
                     else:
                         if Z is None:
-                            Z, AZ, extra = _common_probes(op, full_operator, trace_probes, gen)
+                            Z, zAz, extra = _common_probes(op, full_operator, trace_probes, gen)
                             spent += extra
-                        vals[qi, j, d], err = _probe_trace(op, Z, AZ, full_values.get("trace"))
+                        vals[qi, j, d], err = _probe_trace(op, Z, zAz, full_values.get("trace"))
                         probe_var[qi, j] += err / num_draws
                 else:
                     v = u.to(dtype=op.dtype, device=op.device)

@@ -12,7 +12,7 @@ add a stage by writing its function and inserting a :class:`Stage` row.
 =============== ======== ============================================================== =========================
 stage           fraction what it runs                                                   needed by
 =============== ======== ============================================================== =========================
-cost            (fixed)  3 products (a warm-up, two timed), 2 gradients: ``hvp_cost``     always (model input)
+cost            (fixed)  4 products, 4 gradients (warm-up + 3 pairs): ``hvp_cost``      always (model input)
 top             0.15     ``top_eigenpairs(k=4, rtol=1e-3)`` (k=1 below 24 products)      conditioning, sharpness,
                                                                                         per_layer, noise
 trace           0.10     ``krylov_trace(per_block=True)`` (Hutchinson below 4 products)  trace, conditioning,
@@ -40,6 +40,7 @@ from curvlens.diagnostics.budget import BudgetSplitter
 from curvlens.diagnostics.gradient_noise import gradient_noise_scale
 from curvlens.diagnostics.noise import curvature_noise
 from curvlens.diagnostics.per_layer import per_layer_breakdown
+from curvlens.diagnostics.product_cost import ProductCost, measure_product_cost
 from curvlens.estimators import hutchinson_trace, krylov_trace
 from curvlens.estimators.density import spectral_density
 from curvlens.linalg import bottom_eigenpairs, top_eigenpairs
@@ -88,16 +89,6 @@ class StageContext:
         return self.deadline is not None and time.perf_counter() > self.deadline
 
 
-@dataclass(frozen=True)
-class ProductCost:
-    """The measured cost of one product: seconds of a product and of a gradient (each the
-    faster of two), and their ratio ``hvp_cost`` (None when the gradient took no measurable time)."""
-
-    matvec_seconds: float
-    gradient_seconds: float
-    hvp_cost: float | None
-
-
 StageFn = Callable[[StageContext, int], "tuple[Any, int | float] | None"]
 
 
@@ -124,28 +115,16 @@ class Stage:
         return "*" in self.needed_by or bool(set(self.needed_by) & set(chosen))
 
 
-def _grad_seconds(op) -> float:
-    t0 = time.perf_counter()
-    op.gradient()
-    return time.perf_counter() - t0
-
-
 def run_cost(ctx: StageContext, allowance: int):
-    """Time one product against one gradient (model input only; an operator has no gradient)."""
+    """Time one product against one gradient (model input only; an operator has no gradient):
+    an untimed warm-up pair, then :data:`~curvlens.diagnostics.product_cost.COST_PAIRS` timed
+    (gradient, product) pairs, the median ratio (:func:`~curvlens.diagnostics.product_cost.measure_product_cost`)."""
     if ctx.model is None:
         return None, 0
     op = ctx.op
     v = torch.randn(op.dim, generator=ctx.gen, dtype=torch.float64).to(op.dtype).to(op.device)
-    op.matvec(v)  # warm-up: the first product pays one-time setup costs
-    t_grad, t_mv = [], []
-    for _ in range(2):  # min of two: robust to a busy machine
-        t_grad.append(_grad_seconds(op))
-        t1 = time.perf_counter()
-        op.matvec(v)
-        t_mv.append(time.perf_counter() - t1)
-    g, m = min(t_grad), min(t_mv)
-    ctx.cost = ProductCost(matvec_seconds=m, gradient_seconds=g, hvp_cost=m / g if g > 0 else None)
-    return ctx.cost, 3
+    ctx.cost = measure_product_cost(op, v)
+    return ctx.cost, ctx.cost.pairs + 1
 
 
 def run_top(ctx: StageContext, a: int):
@@ -261,7 +240,7 @@ def run_noise(ctx: StageContext, a: int):
     samples, model, loss_fn = ctx.samples, ctx.model, ctx.loss_fn
 
     def make(idx):
-        return cls(model, loss_fn, samples.subset(idx), **kw)
+        return samples.operator(cls, model, loss_fn, idx, **kw)
 
     res = curvature_noise(make, samples.num_samples, full_values=full,
                           direction=None if top is None else top.eigenvectors[:, 0],
@@ -272,7 +251,8 @@ def run_noise(ctx: StageContext, a: int):
 
 
 def run_gradient_noise(ctx: StageContext, a: int):
-    res = gradient_noise_scale(ctx.model, ctx.loss_fn, ctx.data, params=ctx.params, mode=ctx.mode, generator=ctx.gen)
+    res = gradient_noise_scale(ctx.model, ctx.loss_fn, ctx.data, params=ctx.params, mode=ctx.mode, generator=ctx.gen,
+                               process_group=ctx.op.problem.process_group)
     return res, 0
 
 

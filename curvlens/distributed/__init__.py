@@ -7,7 +7,7 @@ result over the union of the shards. See :mod:`curvlens.distributed.group`.
 """
 
 from curvlens.distributed.group import (
-    ProcessGroupError, all_reduce_sum, rank_and_size, resolve_group, shard, unwrap_ddp,
+    ProcessGroupError, all_gather_ints, all_reduce_sum, rank_and_size, resolve_group, shard, unwrap_ddp,
 )
 
-__all__ = ["ProcessGroupError", "all_reduce_sum", "rank_and_size", "resolve_group", "shard", "unwrap_ddp"]
+__all__ = ["ProcessGroupError", "all_gather_ints", "all_reduce_sum", "rank_and_size", "resolve_group", "shard", "unwrap_ddp"]

@@ -25,7 +25,8 @@ import torch
 
 from curvlens.errors import CurvlensError
 
-__all__ = ["ProcessGroupError", "resolve_group", "all_reduce_sum", "rank_and_size", "shard", "unwrap_ddp"]
+__all__ = ["ProcessGroupError", "resolve_group", "all_reduce_sum", "all_gather_ints", "rank_and_size", "shard",
+           "unwrap_ddp"]
 
 
 class ProcessGroupError(CurvlensError, RuntimeError):
@@ -91,6 +92,35 @@ def all_reduce_sum(tensor: torch.Tensor, group, *, what: str = "tensor") -> torc
     if buf is not tensor:
         tensor.copy_(buf)
     return tensor
+
+
+def all_gather_ints(values, group, *, device: torch.device | str = "cpu", what: str = "sizes") -> list[list[int]]:
+    """Every rank's list of ints (lists may differ in length), in rank order; ``[values]`` for ``None``.
+
+    Two small collectives: the lengths, then the lists padded to the longest one.
+    """
+    values = [int(v) for v in values]
+    if group is None:
+        return [values]
+    import torch.distributed as dist
+
+    r, n = rank_and_size(group)
+    dev = _backend_device(group, torch.device(device))
+    try:
+        lens = [torch.zeros(1, dtype=torch.int64, device=dev) for _ in range(n)]
+        dist.all_gather(lens, torch.tensor([len(values)], dtype=torch.int64, device=dev), group=group)
+        width = max(int(t.item()) for t in lens)
+        mine = torch.zeros(max(width, 1), dtype=torch.int64, device=dev)
+        mine[: len(values)] = torch.tensor(values, dtype=torch.int64)
+        rows = [torch.zeros_like(mine) for _ in range(n)]
+        dist.all_gather(rows, mine, group=group)
+    except RuntimeError as e:
+        raise ProcessGroupError(
+            f"process group: the all-gather of the {what} on rank {r} of {n} failed "
+            f"({str(e).splitlines()[0][:160]}); another rank probably failed or is not running the same "
+            "computation: see that rank's error"
+        ) from e
+    return [row[: int(k.item())].tolist() for row, k in zip(rows, lens)]
 
 
 def shard(samples: int, rank: int, world: int) -> slice:

@@ -52,3 +52,30 @@ def deflated_row_samples(
         det = 2 * (qz - Qs * Zs) - (qhq - 2 * Qs * QHs + Qs * Qs * d)
         resid = AU - Q @ (X - S * (S * X).sum(0, keepdim=True))
     return (det + Omega * resid).double()
+
+
+def deflated_diagonal(Q: torch.Tensor, Z: torch.Tensor) -> torch.Tensor:
+    """(D, 1) known part ``diag(2 P A - P A P)`` of the split for ``P = Q Q^T`` (``Z = A Q``)."""
+    H = Q.T @ Z
+    H = (H + H.T) / 2
+    return 2 * (Q * Z).sum(1, keepdim=True) - ((Q @ H) * Q).sum(1, keepdim=True)
+
+
+def deflated_slice_sums(
+    det: torch.Tensor,
+    Omega: torch.Tensor,
+    resid: torch.Tensor,
+    slices: list[slice],
+) -> torch.Tensor:
+    """Row sums of the samples of :func:`deflated_row_samples` (``S=None``) over each row slice.
+
+    The same numbers as summing the rows of ``deflated_row_samples(Q, Z, Omega, U, AU)`` within
+    each slice, without forming its (D, k) float64 array: one slice at a time is widened.
+    ``det`` is :func:`deflated_diagonal` of ``(Q, Z)``; ``resid = AU - Q (Q^T AU)``.
+
+    Returns:
+        (len(slices), k) float64 tensor.
+    """
+    if not slices:
+        return torch.zeros(0, Omega.shape[1], dtype=torch.float64, device=resid.device)
+    return torch.stack([(det[s] + Omega[s] * resid[s]).double().sum(0) for s in slices])

@@ -50,7 +50,7 @@ def _real_length(x: np.ndarray, w: np.ndarray) -> int:
 
 
 def slq_node_kinds(nodes: np.ndarray, weights: np.ndarray, *, dim: int, steps: int, deflated: int,
-                   extra_probes: int) -> np.ndarray:
+                   extra_probes: int, in_row: bool = False) -> np.ndarray:
     """Classify the nodes of SLQ rows (as laid out by :func:`curvlens.estimators.slq.run_slq`).
 
     Deflated eigenvalues carry weight exactly ``1/dim`` (bitwise). A row's Gauss part is exact
@@ -58,7 +58,8 @@ def slq_node_kinds(nodes: np.ndarray, weights: np.ndarray, *, dim: int, steps: i
     (``min(steps, dim)``; the ``extra_probes`` last rows ran for the longest run seen, which is at
     least the largest Gauss part of any row, so for them only a shorter one counts), or as many
     as the dimension left after deflation. Anything else stays a Gauss node, which only widens
-    the bounds.
+    the bounds. ``in_row``: the ``1/dim`` nodes are the single probe's own converged nodes (one
+    probe, self-deflated), so its full run has ``steps - deflated`` Gauss nodes.
 
     Returns:
         ``(P, L)`` int8 array of :data:`GAUSS`, :data:`EXACT` (padding included, weight 0) or
@@ -76,6 +77,8 @@ def slq_node_kinds(nodes: np.ndarray, weights: np.ndarray, *, dim: int, steps: i
             kinds[r] = UNKNOWN
             continue
         limit = m if r < P - extra_probes else longest
+        if in_row:
+            limit -= deflated
         if n_gauss[r] < limit or n_gauss[r] >= dim - deflated:
             continue  # invariant subspace: the row is its probe's measure
         kinds[r, : lengths[r]] = np.where(defl[r, : lengths[r]], EXACT, GAUSS)

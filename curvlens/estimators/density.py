@@ -260,9 +260,9 @@ def spectral_density(
             default 80.
         num_matvecs: a total product budget instead of ``num_probes`` and ``num_steps``: split
             into few long runs (resolution dominates the error at a fixed budget; see
-            :mod:`curvlens.estimators._density_budget`): one probe below about
-            ``1.4 sqrt(D)`` products (no standard error then), e.g. 800 products on
-            ``D = 2714`` -> 4 probes x 200 steps, on ``D = 10^6`` -> 1 probe x 800 steps.
+            :mod:`curvlens.estimators._density_budget`): one probe up to ``5 sqrt(D)``
+            products (no standard error then), else 3 to 10 probes, e.g. 800 products on
+            ``D = 2714`` -> 6 probes x 133 steps, on ``D = 10^6`` -> 1 probe x 800 steps.
         method: ``"slq"`` (default; sharper, exact for polynomials of degree < 2 num_steps)
             or ``"kpm"``.
         probe: ``"rademacher"`` (default) or ``"gaussian"``.
@@ -275,7 +275,10 @@ def spectral_density(
             which then carry their exact mass ``1/D`` each: same cost, unbiased, much less
             probe noise on spectra with outliers (see :mod:`curvlens.estimators.slq`). When
             the pilot converged eigenpairs, its own quadrature is not averaged
-            (``num_probes - 1`` rows). ``False`` gives plain SLQ.
+            (``num_probes - 1`` rows). With one probe, its converged nodes whose weight is
+            that of a simple eigenvalue get their exact mass ``1/D`` in its own row (a control
+            variate; a repeated eigenvalue of multiplicity below about 8 may then be counted
+            once, see :mod:`curvlens.estimators.slq`). ``False`` gives plain SLQ.
         fill_budget: SLQ only. When probes find an invariant subspace in fewer than
             ``num_steps`` steps (few distinct eigenvalues, tiny operators), spend the unused
             products of the ``num_probes * num_steps`` budget on extra probes, so the result
@@ -336,12 +339,16 @@ def spectral_density(
         nodes, weights, extra = run_slq(
             op, V, num_steps, deflate=deflate, fill_budget=fill_budget, draw=draw, callback=callback, total=total
         )
-        kinds = torch.from_numpy(_qb.slq_node_kinds(nodes, weights, dim=op.dim, steps=num_steps,
-                                                    deflated=extra["deflated"], extra_probes=extra["extra_probes"]))
+        kinds = torch.from_numpy(_qb.slq_node_kinds(
+            nodes, weights, dim=op.dim, steps=num_steps, deflated=extra["deflated"] or extra["self_deflated"],
+            extra_probes=extra["extra_probes"], in_row=bool(extra["self_deflated"])))
         if extra["extra_probes"]:
             status_extra += f"; {extra['extra_probes']} extra probe(s) from products left by early stops"
         if extra["deflated"]:
             status_extra += f"; {extra['deflated']} converged eigenpair(s) deflated from later probes"
+        if extra["self_deflated"]:
+            status_extra += (f"; {extra['self_deflated']} converged eigenpair(s) of the single probe given "
+                             "their exact mass 1/D")
         if extra["pilot"]:
             status_extra += "; probe 1 served as the deflation pilot (not averaged)"
         if extra["breakdowns"]:

@@ -11,6 +11,12 @@ products for :func:`~curvlens.estimators.exact_diagonal`. This is the DiagGGN of
 Kunstner & Hennig, "BackPACK: Packing more into backprop", ICLR 2020, written with hooks on
 ``nn.Linear`` modules.
 
+Two routes give the same numbers. An ``nn.Sequential`` of ``nn.Linear`` layers and elementwise
+activations (the structure :func:`~curvlens.estimators.diagonal_hessian.hessian_diagonal`
+handles) goes through that module's curvature backpropagation with the residual terms off: one
+forward without a graph and a backward of the ``(N, C, h)`` factors by plain matrix products
+(no autograd; at most about ``(C + 1) / 3`` gradients' flops). Any other model goes through the hooks below.
+
 Supported: models whose selected parameters all belong to ``nn.Linear`` modules applied once
 per forward to ``(N, in)`` inputs, with a 2-D ``(N, C)`` output and a loss of the table.
 Anything else raises a ValueError that names the parameter or module and points to
@@ -23,19 +29,20 @@ import torch
 from torch import nn
 
 from curvlens.estimators.diagonal import DiagonalResult
+from curvlens.estimators.diagonal_hessian import Unsupported, backprop_diagonal
 from curvlens.problem.problem import call_model
 from curvlens.results import RunTimer
 
 __all__ = ["ggn_diagonal"]
 
 
-def _linear_owners(model: nn.Module, params) -> dict[int, tuple[nn.Linear, str]]:
-    owners = {}
+def _linear_owners(model: nn.Module) -> dict[int, list[nn.Linear]]:
+    owners: dict[int, list[nn.Linear]] = {}
     for mod in model.modules():
         if isinstance(mod, nn.Linear):
-            owners[id(mod.weight)] = (mod, "weight")
-            if mod.bias is not None:
-                owners[id(mod.bias)] = (mod, "bias")
+            for p in (mod.weight, mod.bias):
+                if p is not None:
+                    owners.setdefault(id(p), []).append(mod)
     return owners
 
 
@@ -48,7 +55,7 @@ def ggn_diagonal(op) -> DiagonalResult:
 
     Returns:
         :class:`~curvlens.estimators.diagonal.DiagonalResult` with ``method="backprop"``,
-        ``stderr=None`` and ``num_matvecs=0`` (no products; ``C`` backward passes per batch).
+        ``stderr=None`` and ``num_matvecs=0`` (no products); ``info.status`` names the route.
 
     Example:
         >>> import torch
@@ -66,15 +73,39 @@ def ggn_diagonal(op) -> DiagonalResult:
     if spec is None or problem is None or type(op).__name__ != "GGNOperator":
         raise TypeError(f"op: expected a GGNOperator, got {type(op).__name__}; build GGNOperator(model, loss_fn, "
                         "data), or use exact_diagonal(op) for other operators")
-    owners = _linear_owners(problem.model, problem.params)
+    timer = RunTimer(op)
+    if problem.loss_form != "model_batch":
+        try:
+            est = backprop_diagonal(problem, spec, residual=False)
+        except Unsupported:
+            est = None
+        if est is not None:
+            return _result(problem, est, timer, "curvature backpropagation, residual off")
+    return _result(problem, _hooked(problem, spec), timer, "batched backward of the factor columns")
+
+
+def _result(problem, est: torch.Tensor, timer: RunTimer, route: str) -> DiagonalResult:
+    est = problem.reduce_(est, "ggn diagonal")
+    return DiagonalResult(
+        estimate=est, stderr=None, num_matvecs=0, num_probes=0, probe="none", method="backprop",
+        info=timer.info(True, f"exact GGN diagonal by backpropagating the loss-Hessian factor ({route}; "
+                              f"{len(problem.batches)} batch(es))"),
+    )
+
+
+def _hooked(problem, spec) -> torch.Tensor:
+    """The route for any model: hooks on the linear layers and one batched autograd backward."""
+    owners = _linear_owners(problem.model)
     mods: dict[int, nn.Linear] = {}
     for name, p in zip(problem.param_names, problem.params):
         if id(p) not in owners:
             raise ValueError(f"op: parameter {name!r} does not belong to an nn.Linear module; ggn_diagonal "
                              "backpropagates through linear layers only: use exact_diagonal(op) (D products), or "
                              "select the linear layers with params=")
+        if len(owners[id(p)]) > 1:
+            raise ValueError(f"op: parameter {name!r} is shared by {len(owners[id(p)])} nn.Linear modules; "
+                             "ggn_diagonal needs each parameter in one layer: use exact_diagonal(op)")
         mods[id(owners[id(p)][0])] = owners[id(p)][0]
-    timer = RunTimer(op)
     acc = {id(p): torch.zeros(p.shape, dtype=torch.float64, device=p.device) for p in problem.params}
     with problem.state_guard():
         for i in range(len(problem.batches)):
@@ -113,16 +144,11 @@ def ggn_diagonal(op) -> DiagonalResult:
             grads = torch.autograd.grad(out, outs, grad_outputs=G, is_grads_batched=True, allow_unused=True)
             for k, g in zip(keys, grads):
                 mod, a = mods[k], seen[k][0][0]
-                g2 = torch.zeros(N, mod.out_features, dtype=torch.float64, device=out.device) if g is None \
-                    else (g.double() ** 2).sum(0)
+                if g is None:  # the layer does not reach the output
+                    continue
+                g2 = (g * g).sum(0)  # the products in the model's dtype, the sums over batches in float64
                 if id(mod.weight) in acc:
-                    acc[id(mod.weight)] += g2.T @ (a.double() ** 2)
+                    acc[id(mod.weight)] += (g2.T @ (a * a)).double()
                 if mod.bias is not None and id(mod.bias) in acc:
-                    acc[id(mod.bias)] += g2.sum(0)
-    est = torch.cat([acc[id(p)].reshape(-1) for p in problem.params])
-    est = problem.reduce_(est, "ggn diagonal")
-    return DiagonalResult(
-        estimate=est, stderr=None, num_matvecs=0, num_probes=0, probe="none", method="backprop",
-        info=timer.info(True, f"exact GGN diagonal by backpropagating the loss-Hessian factor ({len(problem.batches)} "
-                              "batch(es))"),
-    )
+                    acc[id(mod.bias)] += g2.sum(0).double()
+    return torch.cat([acc[id(p)].reshape(-1) for p in problem.params])

@@ -13,14 +13,15 @@ from curvlens.estimators._common import (
     check_budget,
     check_chunk,
     check_operator,
+    finish_status,
     mean_stderr,
     next_round,
     orth,
     rel,
 )
-from curvlens.estimators._deflation import deflated_row_samples
+from curvlens.estimators._deflation import deflated_diagonal, deflated_slice_sums
 from curvlens.estimators._probes import check_probe_kind, probe_vectors
-from curvlens.estimators.trace import TraceResult, make_trace_result
+from curvlens.estimators.trace import TraceResult
 from curvlens.results import RunTimer
 
 if TYPE_CHECKING:
@@ -35,36 +36,102 @@ def hutchpp_sketch(op, num_sketch: int, *, probe: str, chunk: int, gen: torch.Ge
     return Q, Z
 
 
-def deflated_probe_rows(op, Q, Z, k: int, *, probe: str, chunk: int, gen: torch.Generator) -> torch.Tensor:
-    """(D, k) per-row samples of ``diag(A)`` from ``k`` probes on the residual of ``P = Q Q^T``."""
-    G = probe_vectors(op.dim, k, kind=probe, dtype=op.dtype, device=op.device, generator=gen)
-    U = G - Q @ (Q.T @ G)
-    return deflated_row_samples(Q, Z, G, U, apply_chunked(op, U, chunk))
+#: residual probes processed together: each group is reduced to per-slice sums before the next
+PROBE_GROUP = 4
+#: rows per slice of the streamed row sums (one slice at a time is widened to float64)
+ROW_SLAB = 1 << 16
+
+
+def _residual_probes(dim: int, k: int, *, probe: str, dtype, device, gen: torch.Generator):
+    """The ``k`` residual probes of :func:`~curvlens.estimators.probe_vectors`, stored compactly.
+
+    Returns ``columns(i, j)`` giving probes ``i .. j-1`` as a (D, j - i) tensor equal to the
+    same columns of ``probe_vectors(dim, k, ...)``. Rademacher signs are kept as booleans (one
+    byte per entry instead of a float block plus its int64 draw); on a CPU generator they are
+    drawn in row slabs, which consumes the generator exactly as one (D, k) draw does.
+    """
+    if probe == "gaussian" or k == 0:
+        V = probe_vectors(dim, k, kind=probe, dtype=dtype, device=device, generator=gen)
+        return lambda i, j: V[:, i:j]
+    gdev = gen.device
+    if gdev.type == "cpu":
+        bits = torch.empty(dim, k, dtype=torch.bool, device=gdev)
+        for r in range(0, dim, ROW_SLAB):
+            bits[r:r + ROW_SLAB] = torch.randint(0, 2, (min(ROW_SLAB, dim - r), k), generator=gen, device=gdev)
+    else:  # other generators: one draw, as probe_vectors does
+        bits = torch.randint(0, 2, (dim, k), generator=gen, device=gdev).bool()
+    return lambda i, j: bits[:, i:j].to(dtype).mul_(2).sub_(1).to(device)
+
+
+def deflated_probe_sums(op, Q, Z, det, k: int, blocks, *, probe: str, chunk: int,
+                        gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Trace samples (k,) and per-block samples (num_blocks, k), float64, from ``k`` probes on the
+    residual of ``P = Q Q^T``: the row sums of ``deflated_row_samples`` for ``probe_vectors(dim, k)``,
+    computed :data:`PROBE_GROUP` probes at a time so that no (D, k) array is held."""
+    D = op.dim
+    columns = _residual_probes(D, k, probe=probe, dtype=op.dtype, device=op.device, gen=gen)
+    slabs = [slice(r, min(r + ROW_SLAB, D)) for r in range(0, D, ROW_SLAB)]
+    bslices = [b.slice for b in blocks] if blocks else []
+    totals, per_block = [], []
+    for i in range(0, k, min(PROBE_GROUP, chunk)):
+        G = columns(i, min(i + min(PROBE_GROUP, chunk), k))
+        U = G - Q @ (Q.T @ G)
+        AU = apply_chunked(op, U, chunk)
+        del U
+        AU -= Q @ (Q.T @ AU)  # the residual of deflated_row_samples, in place
+        totals.append(deflated_slice_sums(det, G, AU, slabs).sum(0))
+        per_block.append(deflated_slice_sums(det, G, AU, bslices))
+        del G, AU
+    return torch.cat(totals), torch.cat(per_block, 1)
+
+
+def _trace_result(totals, block_samples, blocks, *, method, probe, timer, target, max_matvecs) -> TraceResult:
+    """The :class:`TraceResult` of per-probe trace samples and per-block samples (float64)."""
+    est, se = mean_stderr(totals)
+    est, se = float(est), float(se)
+    if blocks:
+        b_est, b_se = mean_stderr(block_samples, dim=1)
+        names = tuple(b.name for b in blocks)
+    else:
+        b_est = b_se = torch.zeros(0, dtype=torch.float64)
+        names = ()
+    r = rel(se, est)
+    converged = target is None or r <= target
+    return TraceResult(estimate=est, stderr=se, block_names=names, block_estimates=b_est, block_stderr=b_se,
+                       num_matvecs=timer.matvecs, num_probes=int(totals.numel()), probe=probe, method=method,
+                       info=timer.info(converged, finish_status(method, target, converged, timer.matvecs, r,
+                                                                max_matvecs)))
 
 
 def deflated_trace(op, Q, Z, *, m: int, target, mx: int, method: str, probe: str, chunk: int,
                    gen: torch.Generator, timer: RunTimer, per_block: bool, callback) -> TraceResult:
     """Finish a deflated estimator: residual probes in rounds (fixed budget ``m`` or adaptive up
-    to ``mx``), then the result. Shared by Hutch++ and the Krylov estimator."""
+    to ``mx``), then the result. Shared by Hutch++ and the Krylov estimator. Memory: the basis,
+    its products and about ``3 * PROBE_GROUP`` D-vectors (probes are reduced group by group)."""
     budget = m if target is None else mx
+    blocks = op.blocks if per_block else None
+    det = deflated_diagonal(Q, Z)
+    totals: list[torch.Tensor] = []
     parts: list[torch.Tensor] = []
     new = m - timer.matvecs
     if Q.shape[1] >= op.dim:  # the basis spans everything: exact, no residual left to probe
         zero = torch.zeros(op.dim, 2, dtype=op.dtype, device=op.device)
-        parts.append(deflated_row_samples(Q, Z, zero, zero, zero))
+        whole = [slice(0, op.dim)]
+        totals.append(deflated_slice_sums(det, zero, zero, whole).sum(0))
+        parts.append(deflated_slice_sums(det, zero, zero, [b.slice for b in blocks] if blocks else []))
         new = 0
     while new > 0:
-        parts.append(deflated_probe_rows(op, Q, Z, new, probe=probe, chunk=chunk, gen=gen))
+        t, b = deflated_probe_sums(op, Q, Z, det, new, blocks, probe=probe, chunk=chunk, gen=gen)
+        totals.append(t)
+        parts.append(b)
         call_back(callback, timer.matvecs, budget)
         if target is None:
             break
-        samples = torch.cat(parts, 1).sum(0)
+        samples = torch.cat(totals)
         est, se = mean_stderr(samples)
         new = next_round(samples.numel(), timer.matvecs, rel(float(se), float(est)), target, mx)
-    return make_trace_result(
-        torch.cat(parts, 1), op.blocks if per_block else None, method=method, probe=probe, timer=timer,
-        target=target, max_matvecs=mx,
-    )
+    return _trace_result(torch.cat(totals), torch.cat(parts, 1), blocks, method=method, probe=probe, timer=timer,
+                         target=target, max_matvecs=mx)
 
 
 def hutchpp_trace(

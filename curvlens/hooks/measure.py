@@ -4,7 +4,7 @@ Two estimators (``estimator=``):
 
 ``"shared"`` (default): ONE Lanczos run of ``lanczos_steps`` steps from a fresh Rademacher
 probe serves all three metrics (:mod:`curvlens.hooks.probe_lanczos`), for
-``lanczos_steps + 1`` products per record:
+``lanczos_steps`` products per record (the certificate reuses the run's stored products):
 
 * ``lambda_max`` is the top Ritz value, certified by its true residual
   (``lambda_max_residual``; ``lambda_max_converged`` when it is at most ``rtol * lambda_max``).
@@ -105,7 +105,7 @@ class Measurer:
         n = 0
         shared = self.estimator == "shared" and ("trace" in self.metrics or "negative_mass" in self.metrics)
         if shared:
-            n += min(self.lanczos_steps, self.op.dim) + 1
+            n += min(self.lanczos_steps, self.op.dim)
         elif "lambda_max" in self.metrics:
             n += 8
         if not shared:

@@ -14,6 +14,7 @@ randomness comes from the monitor's own generator, and the optimizer is only rea
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import os
@@ -48,6 +49,11 @@ class MonitorRecord:
     alerts: tuple[Alert, ...]
 
 
+def _clocks() -> tuple[Callable[[], float], Callable[[], float]]:
+    """The clocks of the cost accounts: CPU time of this process (models on the CPU), wall time."""
+    return time.process_time, time.perf_counter
+
+
 def _check_metrics(metrics: Any) -> tuple[str, ...]:
     if isinstance(metrics, str) or not isinstance(metrics, (tuple, list)) or not metrics:
         raise ValueError(f"metrics: expected a non-empty tuple drawn from {METRICS}, got {metrics!r}; "
@@ -71,9 +77,12 @@ class CurvatureMonitor:
         model: the network being trained.
         loss_fn: its loss (a criterion, a loss name, or ``loss_fn(model, batch)``).
         data: the fixed monitoring subset: one ``(inputs, targets)`` batch or a list of them.
-        every: measure when the step is a multiple of ``every``.
-        overhead: instead of ``every``: measure as often as keeps monitoring at most this
-            fraction of the time (e.g. 0.05); see :mod:`curvlens.hooks.schedule`.
+        every: measure when the step is a multiple of ``every``. A record costs the
+            ``lanczos_steps`` products on ``data`` plus a graph rebuild; when that exceeds a
+            quarter of the training time between records, a warning (once) says so.
+        overhead: instead of ``every``: measure as often as keeps the slowdown of training,
+            monitoring time / training time, at this fraction (e.g. 0.05), the monitor's setup
+            included; see :mod:`curvlens.hooks.schedule`.
         metrics: any of ``"lambda_max"``, ``"trace"``, ``"negative_mass"``.
         per_layer: also record each block's top eigenvalue and trace.
         out: HDF5 file for the series (created, or appended to; see :mod:`curvlens.io.series`).
@@ -85,7 +94,7 @@ class CurvatureMonitor:
             serves all metrics, trace and negative mass pooled over the last ``pool`` records;
             ``"separate"``: independent estimates per record with within-record standard errors
             (see :mod:`curvlens.hooks.measure`).
-        lanczos_steps: Lanczos steps of the shared run (``lanczos_steps + 1`` products a record).
+        lanczos_steps: Lanczos steps of the shared run (``lanczos_steps`` products a record).
         pool: records pooled into the shared trace and negative mass.
         trace_matvecs, density_matvecs: product budgets of the separate trace and density estimates.
         problem_kwargs: more :class:`~curvlens.Problem` options (``params``, ``mode``, ...).
@@ -111,7 +120,8 @@ class CurvatureMonitor:
                  on_alert: Callable[[Alert], None] | None = None, rtol: float = 1e-3,
                  estimator: str = "shared", lanczos_steps: int = 20, pool: int = 4,
                  trace_matvecs: int = 30, density_matvecs: int = 60, **problem_kwargs):
-        t0_cpu, t0_wall = time.process_time(), time.perf_counter()
+        cpu_clock, wall_clock = _clocks()
+        t0_cpu, t0_wall = cpu_clock(), wall_clock()
         self.schedule = Schedule(every, overhead)
         self.metrics = _check_metrics(metrics)
         if not isinstance(per_layer, bool):
@@ -144,7 +154,8 @@ class CurvatureMonitor:
         self.optimizer = None
         self._count = 0
         self._handles: list[Any] = []
-        self._clock = time.process_time if problem.device.type == "cpu" else time.perf_counter
+        self._cost_warned = False
+        self._clock = cpu_clock if problem.device.type == "cpu" else wall_clock
         self.writer = None
         if out is not None:
             meta = {"metrics": ",".join(self.metrics), "per_layer": per_layer, "seed": self.seed,
@@ -153,21 +164,31 @@ class CurvatureMonitor:
                     "schedule": f"overhead={overhead}" if overhead is not None else f"every={every}"}
             self.writer = SeriesWriter(out, meta=meta)
         if overhead is not None:
-            self.schedule.expect(1.5 * self.measurer.products_per_record * self._pilot_product())
-        start = t0_cpu if self._clock is time.process_time else t0_wall
+            self.schedule.expect(self._pilot())
+        start = t0_cpu if self._clock is cpu_clock else t0_wall
         now = self._clock()
         self.setup_seconds = now - start
         self.schedule.charge(self.setup_seconds, now)
 
-    def _pilot_product(self) -> float:
-        """Time one product (the first: it builds the graphs) for the first cost guess; NaN on overflow."""
-        start = self._clock()
+    def _pilot(self) -> float:
+        """Guess a record's cost from two timed products (NaN on overflow).
+
+        The first product rebuilds the graphs, the second is a plain one: the guess is
+        ``1.25 (rebuild + (P + 1) product)`` for the ``P`` products of a record and its loss.
+        """
+        v = torch.zeros(self.op.dim, dtype=self.op.dtype, device=self.op.device)
         try:
             with torch.enable_grad():
-                self.op.matvec(torch.zeros(self.op.dim, dtype=self.op.dtype, device=self.op.device))
+                t0 = self._clock()
+                self.op.matvec(v)
+                t1 = self._clock()
+                self.op.matvec(v)
+                t2 = self._clock()
         except NonFiniteLossError:
             return math.nan
-        return self._clock() - start
+        product = t2 - t1
+        rebuild = max(0.0, t1 - t0 - product)
+        return 1.25 * (rebuild + (self.measurer.products_per_record + 1) * product)
 
     @staticmethod
     def _tensorboard(tb: Any):
@@ -236,7 +257,17 @@ class CurvatureMonitor:
         opt = optimizer if optimizer is not None else self.optimizer
         view = read_optimizer(opt, self.op.params, lr=lr) if (opt is not None or lr is not None) else None
         mv0 = self.op.num_matvecs
-        values = self.measurer.measure(view, int(step))
+        # no cyclic GC inside a record: its many short-lived temporaries would otherwise survive
+        # young collections and trigger full collections later, in the training steps, whose
+        # cost grows with the whole heap (measured: 0.3-0.4 s each with torch, scipy, sklearn
+        # loaded). The collector's state is restored; temporaries are freed by reference count.
+        gc_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            values = self.measurer.measure(view, int(step))
+        finally:
+            if gc_enabled:
+                gc.enable()
         values["matvecs"] = float(self.op.num_matvecs - mv0)
         values["seconds"] = self._clock() - start
         measured = tuple(c for c in CURVATURE_COLUMNS if c in self.metrics
@@ -253,7 +284,20 @@ class CurvatureMonitor:
         if self.tensorboard is not None:
             self.tensorboard.write(int(step), values)
         self.schedule.done(self._clock() - start, self._clock())
+        self._check_cost()
         return rec
+
+    def _check_cost(self) -> None:
+        """Warn once when a fixed ``every`` makes monitoring slow training down by more than 25%."""
+        s = self.schedule
+        if s.overhead is not None or self._cost_warned or s.num_measured < 2 or s.train_time <= 0:
+            return
+        share = s.record_time / s.train_time
+        if share > 0.25:
+            self._cost_warned = True
+            log.warning("CurvatureMonitor: measuring every %d steps costs %.0f%% of the training time "
+                        "(%.3g s a record); pass overhead=0.05 to cap the cost, or a larger every",
+                        s.every, 100 * share, s.record_time / s.num_measured)
 
     # ------------------------------------------------------------------ results, lifetime
     def series(self) -> CurvatureSeries:
@@ -270,8 +314,8 @@ class CurvatureMonitor:
 
     @property
     def overhead_fraction(self) -> float:
-        """Fraction of the time since construction spent monitoring (construction, pilot product
-        and records included; training time is the time between monitor calls)."""
+        """Slowdown of training by the monitor, by its own account: monitoring time
+        (construction, pilot products and records) / training time (between monitor calls)."""
         return self.schedule.fraction
 
     def close(self) -> None:

@@ -8,8 +8,9 @@ recommender:
   Hessian or Fisher (Martens 2010).
 - :class:`KFAC` (``"kfac"``) and :class:`KFACPreconditioner` for any optimizer (Martens &
   Grosse 2015; EKFAC with ``ekfac=True``).
-- :class:`SaddleFreeNewton` (``"saddle_free_newton"``): ``(|Λ| + damping)^-1`` in a few Krylov
-  directions of the Hessian (Dauphin et al. 2014).
+- :class:`SaddleFreeNewton` (``"saddle_free_newton"``): ``(|Λ| + damping)^-1`` along positive
+  curvature and trust-region escape steps along negative curvature in a few Krylov directions
+  of the Hessian (Dauphin et al. 2014).
 """
 
 from curvlens.optim._base import OPTIMIZERS, CurvatureOptimizer, StepRecord, build_optimizer, register_optimizer

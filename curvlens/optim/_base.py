@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from curvlens._rng import resolve_generator
+from curvlens.distributed.group import resolve_group, unwrap_ddp
 from curvlens.problem import Problem, resolve_loss_form
 from curvlens.problem.batches import batch_size, collect_batches, subset_batch
 from curvlens.problem.params import select_params
@@ -88,13 +89,17 @@ class CurvatureOptimizer(torch.optim.Optimizer):
         defaults: per-group hyper-parameters (``torch.optim.Optimizer`` semantics).
         params: which parameters (default: all with ``requires_grad``).
         generator: draws of the curvature sub-batch and of random probes (a Generator or an
-            int seed); never the global RNG.
+            int seed); never the global RNG. On a process group pass the same seed on every rank.
+        process_group: None (this process alone), ``"world"`` or a ``torch.distributed`` process
+            group (as for :class:`~curvlens.Problem`): each rank steps on its own shard of every
+            batch, and :meth:`problem` and :meth:`curvature_subset` give the single-process
+            values over the union of the shards (see :mod:`curvlens.optim._distributed`).
     """
 
     registry_name: ClassVar[str] = ""
 
     def __init__(self, model: nn.Module, loss_fn: Any, defaults: dict, *, params: Any = None,
-                 generator: torch.Generator | int | None = None):
+                 generator: torch.Generator | int | None = None, process_group: Any = None):
         who = type(self).__name__
         if not isinstance(model, nn.Module):
             raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}; pass the network itself")
@@ -110,7 +115,8 @@ class CurvatureOptimizer(torch.optim.Optimizer):
             )
         if not isinstance(loss_fn, str):
             resolve_loss_form(loss_fn)
-        names, plist = select_params(model, params)
+        self.process_group = resolve_group(process_group)
+        names, plist = select_params(unwrap_ddp(model), params)  # the names a Problem of the model uses
         super().__init__([{"params": plist}], defaults)
         self.model, self.loss_fn = model, loss_fn
         self.param_names = names
@@ -145,13 +151,20 @@ class CurvatureOptimizer(torch.optim.Optimizer):
         """The :class:`~curvlens.Problem` of ``batch`` in the model's current mode (train mode
         uses batch statistics without updating running statistics)."""
         mode = "train" if self.model.training else "eval"
-        return Problem(self.model, self.loss_fn, batch, params=self.param_names, mode=mode, allow_random=True)
+        return Problem(self.model, self.loss_fn, batch, params=self.param_names, mode=mode, allow_random=True,
+                       process_group=self.process_group)
 
     def curvature_subset(self, batch: Any, fraction: float) -> Any:
         """A random ``fraction`` of the samples of ``batch`` (drawn from the optimizer's generator),
-        at least one sample; the whole batch when ``fraction >= 1``."""
+        at least one sample; the whole batch when ``fraction >= 1``. On a process group
+        ``batch`` is this rank's shard and the draws are those of one process on the union of
+        the shards (a collective)."""
         if fraction >= 1.0:
             return batch
+        if self.process_group is not None:
+            from curvlens.optim._distributed import group_curvature_subset
+
+            return group_curvature_subset(batch, fraction, self._gen, self.process_group, self.params[0].device)
         batches = collect_batches(batch)
         out = []
         for b in batches:

@@ -4,7 +4,8 @@ Reference: J. Martens, "Deep learning via Hessian-free optimization" (ICML 2010)
 ``M = [diag(sum_i g_i g_i^T) + lambda I]^xi`` with ``xi = 0.75``, the diagonal of the
 empirical Fisher from per-sample gradients ``g_i``. Alternatives: a Hutchinson estimate of
 the curvature's own diagonal (Bekas, Kokiopoulou and Saad 2007), clamped at 0, or its exact
-diagonal (``D`` products; small models only).
+diagonal (``D`` products; small models only). ``"auto"`` takes the exact diagonal where the
+operator has it for free (the Jacobian product route) and the empirical Fisher otherwise.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ __all__ = ["PRECONDITIONERS", "curvature_diagonal", "empirical_fisher_diagonal"]
 
 log = logging.getLogger(__name__)
 
-PRECONDITIONERS = ("empirical_fisher", "hutchinson", "exact", None)
+PRECONDITIONERS = ("auto", "empirical_fisher", "hutchinson", "exact", None)
 
 
 def empirical_fisher_diagonal(problem, *, max_loop_samples: int = 128) -> torch.Tensor:
@@ -30,6 +31,10 @@ def empirical_fisher_diagonal(problem, *, max_loop_samples: int = 128) -> torch.
     ``forward``) it falls back to a loop over at most ``max_loop_samples`` evenly spaced
     samples of each batch.
     """
+    if getattr(problem, "process_group", None) is not None:  # one reduction, no collective per sample
+        from curvlens.optim._distributed import group_empirical_fisher_diagonal
+
+        return group_empirical_fisher_diagonal(problem, max_loop_samples=max_loop_samples)
     scale = 1.0 / problem.num_samples if problem.reduction == "mean" else 1.0
     try:
         acc = torch.zeros(problem.dim, dtype=problem.dtype, device=problem.device)
@@ -58,7 +63,9 @@ def curvature_diagonal(kind: str | None, problem, op, *, num_probes: int, genera
     None for no preconditioner."""
     if kind is None:
         return None
-    if kind == "empirical_fisher":
+    if kind in ("auto", "exact") and callable(getattr(op, "diagonal", None)):
+        return op.diagonal().clamp_min(0)  # exact and free (the Jacobian route)
+    if kind in ("auto", "empirical_fisher"):
         return empirical_fisher_diagonal(problem)
     if kind == "hutchinson":
         from curvlens.estimators import hutchinson_diagonal

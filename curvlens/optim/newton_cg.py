@@ -27,11 +27,12 @@ from torch import nn
 from curvlens.errors import ConvergenceWarning, NonFiniteLossError
 from curvlens.linalg.cg import cg
 from curvlens.optim._base import CurvatureOptimizer, StepRecord, register_optimizer
+from curvlens.optim._distributed import loss_and_gradient, rank_generator
 from curvlens.optim._newton_cg_analysis import settings_from_analysis
 from curvlens.optim._newton_cg_damping import DampingRule, reduction_ratio
 from curvlens.optim._newton_cg_precond import PRECONDITIONERS, curvature_diagonal
+from curvlens.optim._newton_cg_product import PRODUCTS, ProductChooser
 from curvlens.problem import resolve_loss_form
-from curvlens.problem.batches import batch_size, collect_batches
 from curvlens.problem.differentiable import check_twice_differentiable
 
 __all__ = ["DampingRule", "NewtonCG", "NewtonCGStep"]
@@ -81,8 +82,8 @@ def _operator(kind: str, problem, gen: torch.Generator, max_graph_memory):
         return GGNOperator(problem, **kw)
     if kind == "hessian":
         return HessianOperator(problem, **kw)
-    if kind == "fisher":
-        return MCFisherOperator(problem, generator=gen, **kw)
+    if kind == "fisher":  # on a process group each rank samples its own targets from its own stream
+        return MCFisherOperator(problem, generator=rank_generator(gen, problem), **kw)
     return EmpiricalFisherOperator(problem, **kw)
 
 
@@ -98,12 +99,15 @@ class NewtonCG(CurvatureOptimizer):
             first direction of non-positive curvature), ``"fisher"`` (Monte-Carlo Fisher) or
             ``"empirical_fisher"``.
         lr: the first step length the line search tries (1 is the Newton step).
-        damping: initial Tikhonov damping ``lambda >= 0`` (0: undamped).
+        damping: initial Tikhonov damping ``lambda >= 0`` (0: undamped; default 1e-3, adapted by
+            ``damping_rule``; :meth:`from_analysis` sets it to 1e-2 of the measured ``lambda_max``).
         adapt_damping: Levenberg-Marquardt adaptation by ``damping_rule`` (default
             :class:`DampingRule`: x3/2 when ``rho < 1/4``, x2/3 when ``rho > 3/4``).
         curvature_fraction: fraction of each batch used for curvature when ``step`` gets no
             ``curvature_batch`` (drawn from ``generator``).
-        preconditioner: ``"empirical_fisher"`` (default; per-sample gradients),
+        preconditioner: ``"auto"`` (default: the exact GGN diagonal on the Jacobian product
+            route, where it is free, else ``"empirical_fisher"``), ``"empirical_fisher"``
+            (Martens' choice; per-sample gradients),
             ``"hutchinson"`` (``precond_probes`` probes of the curvature), ``"exact"`` or None;
             the preconditioner is ``(diag + lambda + weight_decay)^precond_exponent``.
         cg_maxiter, cg_rtol, cg_progress_tol: CG iteration cap, residual tolerance and
@@ -116,6 +120,12 @@ class NewtonCG(CurvatureOptimizer):
         params: which parameters (default all with ``requires_grad``).
         generator: the curvature batch, probes and MC Fisher samples (never the global RNG).
         max_graph_memory: passed to the curvature operators.
+        product: how GGN products are computed: ``"auto"`` (default: through the materialized
+            output Jacobian when ``M * D <= max_jacobian_entries`` output entries x parameters,
+            else autograd), ``"autograd"`` (double backward on retained graphs) or
+            ``"jacobian"``; both routes are exact (see :mod:`curvlens.optim._newton_cg_product`).
+        process_group: None, ``"world"`` or a process group (as for :class:`~curvlens.Problem`):
+            each rank passes its shard of every batch; the steps equal one process's on the union.
 
     Example:
         >>> g = torch.Generator().manual_seed(0)
@@ -128,13 +138,15 @@ class NewtonCG(CurvatureOptimizer):
     """
 
     def __init__(self, model: nn.Module, loss_fn: Any, *, curvature: str = "ggn", lr: float = 1.0,
-                 damping: float = 1.0, adapt_damping: bool = True, damping_rule: DampingRule | None = None,
-                 curvature_fraction: float = 0.5, preconditioner: str | None = "empirical_fisher",
+                 damping: float = 1e-3, adapt_damping: bool = True, damping_rule: DampingRule | None = None,
+                 curvature_fraction: float = 0.5, preconditioner: str | None = "auto",
                  precond_exponent: float = 0.75, precond_probes: int = 10, cg_maxiter: int = 250,
                  cg_rtol: float = 1e-10, cg_progress_tol: float | None = 5e-4, warm_start: float = 0.95,
                  backtrack: bool = True, line_search: bool = True, armijo_c: float = 1e-2,
                  ls_shrink: float = 0.8, ls_max: int = 30, weight_decay: float = 0.0, params: Any = None,
-                 generator: torch.Generator | int | None = None, max_graph_memory: int | None = None):
+                 generator: torch.Generator | int | None = None, max_graph_memory: int | None = None,
+                 product: str = "auto", max_jacobian_entries: int = 2**22,
+                 process_group: Any = None):
         num = self.check_number
         lr = num(lr, "lr", low=0.0, strict=True, fix="pass e.g. lr=1.0 (the full Newton step)")
         damping = num(damping, "damping", low=0.0, strict=False, fix="pass e.g. damping=1.0 (0 is undamped)")
@@ -143,7 +155,14 @@ class NewtonCG(CurvatureOptimizer):
                              "pass curvature='ggn' (positive semi-definite, the default)")
         if preconditioner not in PRECONDITIONERS:
             raise ValueError(f"preconditioner: expected one of {PRECONDITIONERS}, got {preconditioner!r}; pass "
-                             "preconditioner='empirical_fisher' (the default) or None")
+                             "preconditioner='auto' (the default) or None")
+        if product not in PRODUCTS:
+            raise ValueError(f"product: expected one of {PRODUCTS}, got {product!r}; pass product='auto' (the "
+                             "Jacobian route for small GGN problems, autograd otherwise)")
+        if isinstance(max_jacobian_entries, bool) or not isinstance(max_jacobian_entries, int) \
+                or max_jacobian_entries < 1:
+            raise ValueError(f"max_jacobian_entries: expected a positive integer, got {max_jacobian_entries!r}; "
+                             "pass e.g. max_jacobian_entries=2**22")
         curvature_fraction = num(curvature_fraction, "curvature_fraction", low=0.0, strict=True,
                                  fix="pass a fraction in (0, 1], e.g. 0.5")
         if curvature_fraction > 1:
@@ -173,7 +192,7 @@ class NewtonCG(CurvatureOptimizer):
             raise ValueError(f"loss_fn: curvature={curvature!r} needs a criterion applied to the model output, got "
                              "a loss_fn(model, batch); pass curvature='hessian' or 'empirical_fisher'")
         defaults = {"lr": lr, "weight_decay": weight_decay}
-        super().__init__(model, loss_fn, defaults, params=params, generator=generator)
+        super().__init__(model, loss_fn, defaults, params=params, generator=generator, process_group=process_group)
         self.global_state.setdefault("damping", damping)
         self.curvature, self.adapt_damping = curvature, bool(adapt_damping)
         self.damping_rule = damping_rule or DampingRule()
@@ -183,6 +202,7 @@ class NewtonCG(CurvatureOptimizer):
         self.warm_start, self.backtrack, self.line_search = warm_start, bool(backtrack), bool(line_search)
         self.armijo_c, self.ls_shrink, self.ls_max = armijo_c, ls_shrink, ls_max
         self.max_graph_memory = max_graph_memory
+        self.products = ProductChooser(product, curvature, max_jacobian_entries)
         self.analysis_reasons: tuple[str, ...] = ()
         self._checked_differentiable = curvature == "empirical_fisher"
 
@@ -235,7 +255,7 @@ class NewtonCG(CurvatureOptimizer):
             damping=lam, next_damping=new, **base), loss)
 
     def _check_differentiable(self, problem) -> None:
-        if self._checked_differentiable:
+        if self._checked_differentiable or not problem.batches:  # an empty shard: nothing to probe
             return
         with problem.state_guard():
             loss, _, _ = problem.batch_loss(0)
@@ -267,7 +287,7 @@ class NewtonCG(CurvatureOptimizer):
         problem = self.problem(batch)
         nan = torch.tensor(math.nan, dtype=problem.dtype, device=problem.device)
         try:
-            loss, g = problem.loss_and_gradient(flat=True)
+            loss, g = loss_and_gradient(problem)  # on a group: raised on every rank when on any
         except NonFiniteLossError:
             return self._reject(k, nan, lam, "non-finite loss before the step")
         self._check_differentiable(problem)
@@ -280,9 +300,10 @@ class NewtonCG(CurvatureOptimizer):
         f0 = float(loss) + (0.5 * wd * float(theta @ theta) if wd else 0.0)
         cbatch = curvature_batch if curvature_batch is not None else self.curvature_subset(batch, self.curvature_fraction)
         cproblem = problem.with_data(cbatch)
-        ncurv = sum(batch_size(b, i) for i, b in enumerate(collect_batches(cbatch)))
+        ncurv = cproblem.num_samples
         try:
-            op = _operator(self.curvature, cproblem, self._gen, self.max_graph_memory)
+            op = self.products.operator(
+                cproblem, lambda: _operator(self.curvature, cproblem, self._gen, self.max_graph_memory))
         except NonFiniteLossError:
             return self._reject(k, loss, lam, "non-finite loss on the curvature batch", grad_norm=gnorm)
         shift = lam + wd

@@ -7,16 +7,31 @@ saddle-free step ``-|H|^{-1} g`` (``|H|`` = ``H`` with its eigenvalues replaced 
 absolute values) moves downhill along positive curvature and away from the saddle along
 negative curvature. As in the paper it is taken in a small subspace: the Krylov space of the
 Hessian around the gradient (Lanczos started at ``g``), optionally enriched with the previous
-steps so the directions accumulate trends across steps. With ``B = V^T H V = U Lambda U^T``:
+steps so the directions accumulate trends across steps. With ``B = V^T H V = U Lambda U^T`` and
+``a = U^T V^T g`` the step is ``s = V U c``, where ``c`` solves the trust-region subproblem of
+the saddle-free model (:mod:`curvlens.optim._subspace_trust_region`):
 
-    s_in = -lr V U (|Lambda| + damping)^{-1} U^T V^T g,
+- along positive (and flat) curvature ``c_i = -lr a_i / (|lambda_i| + damping)``, Dauphin's
+  step, shortened Levenberg-Marquardt-style when it leaves the trust region;
+- along clearly negative curvature (``lambda_i < -damping``), with ``negative="escape"`` (the
+  default), the true negative curvature is kept, so the step goes to the trust-region boundary
+  with the downhill sign: near a small-initialization saddle ``|lambda|^{-1} g`` shrinks with
+  the distance to the saddle, while this escape step keeps the trust radius, which doubles
+  after every step whose reduction ratio is good. ``negative="abs"`` is the paper's
+  ``|lambda|^{-1}`` rule in every direction.
 
-and the gradient's component outside the subspace, ``(I - V V^T) g``, takes a first-order step
-of the base rule (SGD or Adam), projected out of the subspace. The whole step is bounded by a
-trust radius. The predicted decrease is that of the quadratic model ``m(s) = g^T s +
-1/2 s^T H s`` (one extra product ``H s``), the actual one the true change of the loss; their
-ratio ``rho`` adapts the damping (x3/2 when ``rho < 1/4``, x2/3 when ``rho > 3/4``), and a step
-that raises the loss or makes it non-finite is undone exactly.
+A fresh Krylov basis contains the gradient; on the steps that reuse an older basis
+(``refresh_every > 1``) the gradient's component outside it, ``(I - V V^T) g``, takes a
+first-order step of the base rule (SGD or Adam), projected out of the subspace, and the
+whole step is bounded by the trust radius. Products: the loss, gradient and all products of a
+step come from one graph (:class:`~curvlens.optim._step_hessian.StepHessian`); a refresh costs
+``subspace`` products and nothing else (the step lies in the subspace, so the quadratic model
+``m(s) = g^T s + 1/2 s^T H s`` is ``a^T c + 1/2 sum lambda_i c_i^2``, exact); a step on an older
+basis costs one product (``H s`` for the model). The ratio ``rho`` of the actual to the
+predicted decrease adapts the damping (x3/2 when ``rho < 1/4``, x2/3 when ``rho > 3/4``) and the
+trust radius (halved to half the step when ``rho < 1/4``, doubled up to ``max_trust_radius``
+after a good step on the boundary); a step that raises the loss or makes it non-finite is
+undone exactly.
 """
 
 from __future__ import annotations
@@ -28,14 +43,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from curvlens.operators import HessianOperator
 from curvlens.optim._base import CurvatureOptimizer, StepRecord, register_optimizer
 from curvlens.optim._krylov_subspace import krylov_subspace
+from curvlens.optim._saddle_free_analysis import settings_from_analysis
+from curvlens.optim._step_hessian import StepHessian
+from curvlens.optim._subspace_trust_region import subspace_step
 
 __all__ = ["SaddleFreeNewton", "SaddleFreeStep"]
 
 MIN_DAMPING, MAX_DAMPING = 1e-10, 1e10
 _BASES = ("sgd", "adam")
+_NEGATIVE = ("escape", "abs")
 
 
 @dataclass(frozen=True)
@@ -54,6 +72,8 @@ class SaddleFreeStep(StepRecord):
         subspace_norm_fraction: ``||V^T g|| / ||g||``, the share of the gradient in the subspace.
         refreshed: whether the subspace was rebuilt at this step.
         matvecs: Hessian-vector products used.
+        trust_radius: the radius the step was bounded by.
+        escape: whether a direction of negative curvature got a trust-region-length step.
     """
 
     eigenvalues: tuple[float, ...] = ()
@@ -67,6 +87,8 @@ class SaddleFreeStep(StepRecord):
     subspace_norm_fraction: float = 0.0
     refreshed: bool = False
     matvecs: int = 0
+    trust_radius: float = 0.0
+    escape: bool = False
 
 
 def _check_int(value: Any, name: str, low: int, fix: str) -> int:
@@ -94,10 +116,15 @@ class SaddleFreeNewton(CurvatureOptimizer):
         refresh_every: rebuild the subspace every this many steps; in between, the basis and its
             eigen-decomposition are reused and a step costs a gradient and two products.
         history: how many previous steps enrich the subspace (taken out of ``subspace``).
-        trust_radius: the largest step norm; the radius halves after a rejected or poor step and
-            regrows (x2, up to ``trust_radius``) after a good one.
+        trust_radius: the initial trust radius (largest step norm); it is halved to half the
+            step after a rejected or poor step and doubled after a good step on the boundary.
+        max_trust_radius: the largest trust radius (None: ``100 * trust_radius``).
+        negative: ``"escape"`` (a trust-region-length step along clearly negative curvature,
+            the downhill sign) or ``"abs"`` (the ``|lambda|^{-1}`` rule of Dauphin et al. there too).
         params: which parameters (default: all with ``requires_grad``).
         generator: draws the Krylov start only when the gradient is exactly zero.
+        process_group: None, ``"world"`` or a process group (as for :class:`~curvlens.Problem`):
+            each rank passes its shard of every batch; the steps equal one process's on the union.
 
     Example:
         >>> import torch
@@ -117,8 +144,9 @@ class SaddleFreeNewton(CurvatureOptimizer):
 
     def __init__(self, model: nn.Module, loss_fn: Any, *, subspace: int = 10, damping: float = 1e-2,
                  lr: float = 1.0, base: str = "sgd", base_lr: float | None = None, refresh_every: int = 1,
-                 history: int = 0, trust_radius: float = 1.0, params: Any = None,
-                 generator: torch.Generator | int | None = None):
+                 history: int = 0, trust_radius: float = 1.0, max_trust_radius: float | None = None,
+                 negative: str = "escape", params: Any = None,
+                 generator: torch.Generator | int | None = None, process_group: Any = None):
         subspace = _check_int(subspace, "subspace", 1, "pass the number of Krylov directions, e.g. subspace=10")
         damping = self.check_number(damping, "damping", fix="pass e.g. damping=1e-2")
         lr = self.check_number(lr, "lr", fix="pass e.g. lr=1.0 (the full saddle-free step)")
@@ -133,19 +161,45 @@ class SaddleFreeNewton(CurvatureOptimizer):
             raise ValueError(f"history: expected fewer than subspace={subspace} previous steps, got {history}; "
                              "at least one direction must be a Krylov direction")
         trust_radius = self.check_number(trust_radius, "trust_radius", fix="pass e.g. trust_radius=1.0")
+        if max_trust_radius is None:
+            max_trust_radius = 100.0 * trust_radius
+        max_trust_radius = self.check_number(max_trust_radius, "max_trust_radius",
+                                             fix="pass e.g. max_trust_radius=100.0, or None for 100 * trust_radius")
+        if max_trust_radius < trust_radius:
+            raise ValueError(f"max_trust_radius: expected at least trust_radius={trust_radius:g}, got "
+                             f"{max_trust_radius:g}; raise it or lower trust_radius")
+        if negative not in _NEGATIVE:
+            raise ValueError(f"negative: expected 'escape' or 'abs', got {negative!r}; pick how directions of "
+                             "negative curvature are stepped along")
         defaults = dict(subspace=subspace, lr=lr, base=base, base_lr=base_lr, refresh_every=refresh_every,
-                        history=history, trust_radius=trust_radius)
-        super().__init__(model, loss_fn, defaults, params=params, generator=generator)
+                        history=history, trust_radius=trust_radius, max_trust_radius=max_trust_radius,
+                        negative=negative)
+        super().__init__(model, loss_fn, defaults, params=params, generator=generator, process_group=process_group)
         gs = self.global_state
         gs.setdefault("damping", damping)
         gs.setdefault("radius", trust_radius)
         gs.setdefault("history", [])
 
+    @classmethod
+    def from_analysis(cls, result, model: nn.Module, loss_fn: Any, **overrides) -> "SaddleFreeNewton":
+        """A SaddleFreeNewton whose damping, trust radius and negative-curvature rule come from a
+        measured spectrum (``result`` from :func:`curvlens.analyze`, ideally with
+        ``curvature="hessian"``); ``overrides`` win. The reasons are in :attr:`analysis_reasons`.
+
+        See :func:`curvlens.optim._saddle_free_analysis.settings_from_analysis` for the rules.
+        """
+        kw, reasons = settings_from_analysis(result)
+        over = sorted(k for k in overrides if k in kw)
+        opt = cls(model, loss_fn, **{**kw, **overrides})
+        opt.analysis_reasons = tuple(r for r in reasons if r.split("=")[0].split()[0] not in over) + tuple(
+            f"{k}={overrides[k]!r}: given by the caller" for k in over)
+        return opt
+
     def _hp(self, key: str) -> Any:
         return self.param_groups[0][key]
 
     # ------------------------------------------------------------------ pieces of the step
-    def _refresh(self, op, g: torch.Tensor) -> int:
+    def _refresh(self, op: StepHessian, g: torch.Tensor) -> int:
         gs = self.global_state
         sub = krylov_subspace(op, g, self._hp("subspace"), extra=list(gs["history"]), generator=self._gen)
         B = sub.projected
@@ -183,41 +237,48 @@ class SaddleFreeNewton(CurvatureOptimizer):
             raise ValueError("batch: expected the (inputs, targets) batch of this step, got None; call opt.step(batch)")
         gs = self.global_state
         k = gs["step"]
-        problem = self.problem(batch)
-        loss0, g = problem.loss_and_gradient(flat=True)
+        hess = StepHessian(self.problem(batch), validate=not getattr(self, "_validated", False))
+        self._validated = True
+        loss0, g = hess.loss, hess.gradient
         damping, radius = float(gs["damping"]), float(gs["radius"])
-        rec = dict(step=k, loss_before=float(loss0), loss_after=None, damping=damping, matvecs=0)
-        op = HessianOperator(problem)
+        rec = dict(step=k, loss_before=float(loss0), loss_after=None, damping=damping, matvecs=0, trust_radius=radius)
         rec["refreshed"] = "basis" not in gs or k % self._hp("refresh_every") == 0
         if rec["refreshed"]:
-            rec["matvecs"] = self._refresh(op, g)
+            rec["matvecs"] = self._refresh(hess, g)
         if "basis" not in gs:
             return self._finish(loss0, rec, False, "the projected Hessian is not finite; step skipped, damping raised")
         V, lam, U = gs["basis"], gs["eigenvalues"], gs["eigenvectors"]
         cV = V.T @ g
-        g_out = g - V @ cV
         gnorm = float(torch.linalg.vector_norm(g))
         rec["subspace_norm_fraction"] = float(torch.linalg.vector_norm(cV)) / gnorm if gnorm > 0 else 0.0
         rec["eigenvalues"] = tuple(float(x) for x in lam)
         rec["num_negative"] = int((lam < 0).sum())
-        s_sub = -(U @ ((U.T @ cV.double()) / (lam.abs() + damping))) * self._hp("lr")
-        if gnorm == 0.0 and float(lam[0]) < 0:  # at a critical point: leave along the most negative direction
-            s_sub = U[:, 0] * radius
-        s = V @ s_sub.to(V.dtype)
-        s_out, adam_state = self._base_step(g_out, float(lam.abs().max()), damping)
-        s = s + (s_out - V @ (V.T @ s_out))
-        norm = float(torch.linalg.vector_norm(s))
-        if norm > radius:
-            s, norm = s * (radius / norm), radius
+        rule = self._hp("negative")
+        if gnorm == 0.0:  # at a critical point every rule leaves along the most negative direction
+            rule = "escape"
+        sub = subspace_step(lam, U.T @ cV.double(), damping=damping, radius=radius, lr=self._hp("lr"),
+                            negative=rule)
+        rec["escape"] = sub.escape
+        s = V @ (U @ sub.coefficients).to(V.dtype)
+        if rec["refreshed"]:  # a fresh Krylov basis starts at g: the step lies in it and the model is exact
+            predicted, adam_state = sub.predicted_decrease, {}
+            norm = float(torch.linalg.vector_norm(s))
+        else:
+            s_out, adam_state = self._base_step(g - V @ cV, float(lam.abs().max()), damping)
+            s = s + (s_out - V @ (V.T @ s_out))
+            norm = float(torch.linalg.vector_norm(s))
+            if norm > radius:
+                s, norm = s * (radius / norm), radius
+            if math.isfinite(norm):
+                Hs = hess.matvec(s)
+                rec["matvecs"] += 1
+                predicted = -float(torch.dot(g, s) + 0.5 * torch.dot(s, Hs))
         rec["step_norm"] = norm
         if not math.isfinite(norm):
             return self._finish(loss0, rec, False, "the step is not finite; weights kept, damping raised")
-        Hs = op @ s
-        rec["matvecs"] += 1
-        predicted = -float(torch.dot(g, s) + 0.5 * torch.dot(s, Hs))
         snap = self.snapshot()
         self.add_to_params(s)
-        loss1 = float(problem.loss())
+        loss1 = float(hess.problem.loss())
         actual = rec["loss_before"] - loss1 if math.isfinite(loss1) else -math.inf
         rho = actual / predicted if predicted > 0 else math.nan
         rec.update(loss_after=loss1, predicted_decrease=predicted, actual_decrease=actual, rho=rho)
@@ -229,22 +290,28 @@ class SaddleFreeNewton(CurvatureOptimizer):
         gs.update(adam_state)
         if not rho >= 0.25:  # also nan: the model predicted no decrease
             gs["damping"] = min(MAX_DAMPING, damping * 1.5)
-            gs["radius"] = 0.5 * norm
+            gs["radius"] = self._shrunk_radius(norm, radius)
         elif rho > 0.75:
             gs["damping"] = max(MIN_DAMPING, damping * 2.0 / 3.0)
             if norm >= 0.99 * radius:
-                gs["radius"] = min(self._hp("trust_radius"), 2.0 * radius)
+                gs["radius"] = min(self._hp("max_trust_radius"), 2.0 * radius)
         h = self._hp("history")
         if h:
             gs["history"] = ([s.clone()] + list(gs["history"]))[:h]
         return self._finish(loss0, rec, True, "step accepted")
 
+    def _shrunk_radius(self, norm: float, radius: float) -> float:
+        """Half the step, kept when there was no step and floored at 1e-12 of the largest radius."""
+        if not norm > 0:
+            return radius
+        return max(0.5 * norm, 1e-12 * self._hp("max_trust_radius"))
+
     def _finish(self, loss0: torch.Tensor, rec: dict, accepted: bool, status: str) -> torch.Tensor:
         gs = self.global_state
         if not accepted:
             gs["damping"] = min(MAX_DAMPING, rec["damping"] * 1.5)
-            if math.isfinite(rec.get("step_norm", math.nan)) and rec["step_norm"] > 0:
-                gs["radius"] = 0.5 * rec["step_norm"]
+            if math.isfinite(rec.get("step_norm", math.nan)):
+                gs["radius"] = self._shrunk_radius(rec["step_norm"], rec["trust_radius"])
         gs["step"] = rec["step"] + 1
         self.last_step = SaddleFreeStep(accepted=accepted, status=status, next_damping=float(gs["damping"]), **rec)
         return loss0

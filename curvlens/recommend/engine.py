@@ -82,7 +82,8 @@ def _reasons(evidence: Sequence[Evidence]) -> list[str]:
     seen: set[str] = set()
     out = []
     for e in sorted(evidence, key=lambda e: (not e.veto, -abs(e.weight))):
-        text = ("rejected: " if e.veto else "for: " if e.weight > 0 else "against: ") + e.reason
+        text = ("rejected: " if e.veto else "for: " if e.weight > 0 else "against: " if e.weight < 0 else "note: ") \
+            + e.reason
         if e.reason not in seen:
             seen.add(e.reason)
             out.append(text)
@@ -125,7 +126,9 @@ def recommend(analysis: Any, context: RecommendationContext | Mapping | None = N
 
     With ``model``, ``loss_fn`` and ``data`` the recommender also measures what a summary lacks
     (:func:`~curvlens.recommend.probe.probe_measurements`: the gradient time for the time model,
-    the curvature along Adam's step for its learning rate). With ``trial=seconds`` it then runs
+    the curvature along Adam's step for its learning rate) and times one step of every runnable
+    candidate with its suggested hyperparameters (``step_seconds_<candidate>``, the time model of
+    the ``step_cost`` rule). With ``trial=seconds`` it then runs
     the top ``trial_candidates`` runnable candidates over a small lr bracket each
     (:func:`~curvlens.recommend.trials.run_trials`) and re-ranks them by measured loss decrease
     per second; the user's model comes back bit-identical and the global RNG is not touched.
@@ -163,6 +166,7 @@ def recommend(analysis: Any, context: RecommendationContext | Mapping | None = N
         from curvlens.recommend.probe import probe_measurements
 
         summary.update({k: v for k, v in probe_measurements(model, loss_fn, data).items() if summary.get(k) is None})
+        summary.update(_measure_steps(summary, ctx, model, loss_fn, data))
     m = Measurements(summary)
     evidence: list[Evidence] = []
     warnings: list[str] = []
@@ -219,6 +223,26 @@ def recommend(analysis: Any, context: RecommendationContext | Mapping | None = N
     return Recommendation(candidates=tuple(candidates), rejected=tuple(rejected), warnings=tuple(warnings),
                           missing=tuple(missing), confidence=confidence, context=dataclasses.asdict(ctx),
                           info=timer.info(True, status), trials=trials)
+
+
+def _measure_steps(summary: dict, ctx: RecommendationContext, model: Any, loss_fn: Any, data: Any) -> dict:
+    """``step_seconds_<candidate>``: the measured CPU time of one step of every runnable candidate
+    with its suggested hyperparameters, at the training batch size (the time model of
+    :func:`~curvlens.recommend.rules_practical.rule_step_cost`); values already present are kept."""
+    from curvlens.recommend.trials import step_seconds
+
+    m = Measurements(summary)
+    full = m.full_batch(ctx.batch_size, ctx.dataset_size)
+    out = {}
+    for o in CANDIDATES:
+        key = f"step_seconds_{o}"
+        if summary.get(key) is not None or not _runnable(o)[0]:
+            continue
+        sec = step_seconds(o, suggest(o, m, ctx)[0], model, loss_fn, data,
+                           batch_size=None if full or ctx.batch_size is None else ctx.batch_size)
+        if sec is not None and sec > 0:
+            out[key] = sec
+    return out
 
 
 def _rates_at_common_time(trials) -> dict[str, float]:

@@ -57,6 +57,11 @@ class Outcome:
         for o in _as_tuple(optimizers):
             self.evidence.append(Evidence(self.rule, o, -abs(weight), reason))
 
+    def note(self, optimizers, reason: str) -> None:
+        """A fact about the candidate that is neither for nor against it (weight 0)."""
+        for o in _as_tuple(optimizers):
+            self.evidence.append(Evidence(self.rule, o, 0.0, reason))
+
     def veto(self, optimizers, reason: str) -> None:
         for o in _as_tuple(optimizers):
             self.evidence.append(Evidence(self.rule, o, 0.0, reason, veto=True))

@@ -109,7 +109,8 @@ def adam_lr(m: Measurements, ctx: RecommendationContext) -> tuple[float, str]:
 
     From the measured gradient statistics when present (``gradient_l1`` and ``sign_curvature``,
     see :mod:`curvlens.recommend.probe`): ``ADAM_LR_FRACTION * |g|_1 / (s^T H s)``, the minimiser
-    of the quadratic model along Adam's early direction ``sign(g)`` with the sharpening margin;
+    of the quadratic model along Adam's early direction ``sign(g)`` with the sharpening margin
+    (``|s^T H s|`` when that curvature is negative: the length over which the model holds);
     else the current lr when Adam is in use; else a prior, said to be one.
 
     Example:
@@ -124,6 +125,12 @@ def adam_lr(m: Measurements, ctx: RecommendationContext) -> tuple[float, str]:
         return lr, (f"{T.ADAM_LR_FRACTION} x |g|_1 / (s^T H s) = {T.ADAM_LR_FRACTION} x {fmt(l1)} / {fmt(curv)} with "
                     "s = sign(g), the minimiser of the quadratic model along Adam's early step, halved as a margin "
                     "for growing curvature")
+    if l1 is not None and curv is not None and curv < 0 and l1 > 0:
+        lr = T.ADAM_LR_FRACTION * l1 / -curv
+        return lr, (f"{T.ADAM_LR_FRACTION} x |g|_1 / |s^T H s| = {T.ADAM_LR_FRACTION} x {fmt(l1)} / {fmt(-curv)} with "
+                    "s = sign(g): the curvature along Adam's early step is negative, so the quadratic model has no "
+                    "minimiser; this is the step at which its curvature term grows as large as the linear one "
+                    "(the length over which the model holds), halved as a margin")
     if ctx.optimizer_id == "adamw" and ctx.lr is not None:
         return ctx.lr, "the current lr, kept (Adam's step was not measured: pass model=, loss_fn=, data=)"
     prior = T.ADAM_FINETUNE_LR if ctx.phase == "fine-tuning" else T.ADAM_DEFAULT_LR
@@ -136,6 +143,11 @@ def suggest(opt: str, m: Measurements, ctx: RecommendationContext) -> tuple[dict
     """Hyperparameters, cost per step (x SGD) and notes for candidate ``opt``."""
     notes: list[str] = []
     c = m.num("hvp_cost")
+    seq = m.num("sequential_hvp_cost")
+    if opt in ("newton_cg", "saddle_free_newton") and seq is not None and seq > 0:
+        c = seq  # their inner Krylov iterations apply one product at a time (measured that way)
+        notes.append(f"note: one curvature product, one vector at a time as CG/Lanczos apply it, measured at "
+                     f"{fmt(seq, 3)} gradients")
     if c is None or c <= 0:
         c = T.DEFAULT_HVP_COST
         if opt in ("diag_hessian", "kfac", "newton_cg"):
@@ -158,10 +170,14 @@ def suggest(opt: str, m: Measurements, ctx: RecommendationContext) -> tuple[dict
               "hessian_update_interval": every, "hutchinson_probes": 1}
         return hp, 1.0 + T.ADAM_OVERHEAD + T.REFRESH_PRODUCTS["diag_hessian"] * c / every, notes
     if opt == "kfac":
-        every = refresh_interval("kfac", c)
+        # a refresh eigendecomposes the Kronecker factors, whose cost depends on the layer widths, not
+        # on the cost of a curvature product: the optimizer's own interval is kept (the measured step
+        # time of the step_cost rule includes the refreshes it makes)
         hp = {"lr": round(1 - T.KFAC_MOMENTUM, 12), "momentum": T.KFAC_MOMENTUM, "damping": damping,
-              "inverse_update_interval": every, "min_batch_size": mb}
-        return hp, 1.0 + T.KFAC_STATS_OVERHEAD + T.REFRESH_PRODUCTS["kfac"] * c / every, notes
+              "min_batch_size": mb}
+        notes.append("note: lr = 1 - momentum: a unit natural-gradient step (Martens & Grosse 2015), not measured; "
+                     "the K-FAC step's KL clip bounds each update; inverse refresh interval: the optimizer's default")
+        return hp, 1.0 + T.KFAC_STATS_OVERHEAD + T.REFRESH_PRODUCTS["kfac"] * c / T.KFAC_INVERSE_INTERVAL, notes
     if opt == "lbfgs":
         hist = T.LBFGS_HISTORY
         p = m.num("num_params")

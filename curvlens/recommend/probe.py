@@ -9,7 +9,11 @@
   early Adam step (Adam's update is about ``lr * sign(g)`` while the second moment is dominated
   by the current gradient; Kingma & Ba 2015, sec. 2.1; Balles & Hennig 2018 "Dissecting Adam").
   The quadratic model along ``s`` is minimised at ``lr = |g|_1 / (s^T H s)``: the
-  preconditioned step size that Adam-like methods take their learning rate from.
+  preconditioned step size that Adam-like methods take their learning rate from;
+* ``sequential_hvp_cost``: CPU time of one Hessian-vector product on a retained graph, one
+  vector at a time (as CG and Lanczos inside an optimizer step use them), over
+  ``gradient_seconds``: the cost per product of Newton-CG's and saddle-free Newton's inner
+  iterations (an analysis may report a lower per-vector cost from products batched together).
 
 The model's weights, ``.grad``, train/eval flags, buffers and the global RNG are left as they
 were (:meth:`curvlens.problem.Problem.state_guard`).
@@ -36,8 +40,8 @@ def probe_measurements(model: torch.nn.Module, loss_fn: Any, data: Any, *, repea
         repeats: gradients timed (the median is reported).
 
     Returns:
-        Summary keys ``gradient_seconds``, ``gradient_l1``, ``gradient_norm``, ``sign_curvature``
-        (missing when a quantity is not finite).
+        Summary keys ``gradient_seconds``, ``gradient_l1``, ``gradient_norm``, ``sign_curvature``,
+        ``sequential_hvp_cost`` (missing when a quantity is not finite).
 
     Example:
         >>> import torch
@@ -69,7 +73,15 @@ def probe_measurements(model: torch.nn.Module, loss_fn: Any, data: Any, *, repea
         s = torch.sign(g)
         if bool(s.any()):
             op = HessianOperator(problem)
-            curv = float(s @ (op @ s))
+            hs = op @ s  # the first product also builds the graph it reuses
+            curv = float(s @ hs)
             if curv == curv and abs(curv) != float("inf"):
                 out["sign_curvature"] = curv
+            ptimes = []
+            for _ in range(repeats):
+                t0 = time.process_time()
+                op @ s
+                ptimes.append(time.process_time() - t0)
+            if out["gradient_seconds"] > 0:
+                out["sequential_hvp_cost"] = float(statistics.median(ptimes)) / out["gradient_seconds"]
     return out

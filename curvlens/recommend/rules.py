@@ -34,7 +34,7 @@ class Rule:
 
 RULES: tuple[Rule, ...] = (
     Rule("finite_values", C.rule_finite_values, ("*",)),
-    Rule("certification", C.rule_certification, ("lambda_max_certified", "lambda_min_certified")),
+    Rule("certification", C.rule_certification, ("lambda_max", "lambda_max_certified", "lambda_min", "lambda_min_certified")),
     Rule("consistency", P.rule_consistency, ("num_samples", "lr", "momentum", "ctx.batch_size", "ctx.lr")),
     Rule("stability", C.rule_stability, ("lambda_max", "lr", "momentum", "ctx.lr", "ctx.momentum")),
     Rule("conditioning", C.rule_conditioning,
@@ -47,9 +47,12 @@ RULES: tuple[Rule, ...] = (
     Rule("gradient_noise", P.rule_gradient_noise, ("gradient_noise_scale", "num_samples", "ctx.batch_size")),
     Rule("memory", P.rule_memory, ("num_params", "ctx.memory_bytes", "ctx.bytes_per_param")),
     Rule("layer_support", P.rule_layer_support, ("ctx.layer_types",)),
-    Rule("product_cost", P.rule_product_cost, ("hvp_cost",)),
+    Rule("product_cost", P.rule_product_cost, ("hvp_cost", "sequential_hvp_cost")),
     Rule("phase", P.rule_phase, ("ctx.phase",)),
     Rule("current_optimizer", P.rule_current_optimizer, ("ctx.optimizer", "ctx.phase")),
+    Rule("step_cost", P.rule_step_cost,
+         ("step_seconds_<candidate>", "gradient_seconds", "hvp_cost", "sequential_hvp_cost", "lambda_max",
+          "lambda_min", "num_samples", "num_params", "ctx.batch_size", "ctx.memory_bytes")),
     Rule("time_budget", P.rule_time_budget, ("gradient_seconds", "num_samples", "ctx.batch_size", "ctx.time_budget_s")),
 )
 

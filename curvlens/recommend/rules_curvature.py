@@ -26,11 +26,23 @@ def rule_finite_values(m: Measurements, ctx: RecommendationContext, out: Outcome
 
 
 def rule_certification(m: Measurements, ctx: RecommendationContext, out: Outcome) -> None:
-    """Warn when extreme eigenvalues were not certified (Lanczos did not converge)."""
-    for key in ("lambda_max", "lambda_min"):
-        if m.num(key) is not None and m.flag(f"{key}_certified") is False:
-            out.warn(f"{key} = {fmt(m.num(key))} is not certified (its eigensolver did not converge): learning "
-                     "rate and damping derived from it are approximate; re-run analyze with more matvecs")
+    """Warn when an extreme eigenvalue that advice is derived from was not certified.
+
+    lambda_max sets the learning rates and damping: uncertified, they are approximate (a warning).
+    A positive, uncertified lambda_min is used only through the bound that holds without a
+    certificate (Ritz values lie inside the spectrum: ``lambda_min <= theta_min``, so
+    ``kappa >= theta_max / theta_min``); the conditioning rule states that bound, nothing is
+    wrong. A negative one sets the damping that must exceed ``|lambda_min|``; uncertified, the
+    true ``lambda_min`` may be more negative still (a warning).
+    """
+    lmax, lmin = m.num("lambda_max"), m.num("lambda_min")
+    if lmax is not None and m.flag("lambda_max_certified") is False:
+        out.warn(f"lambda_max = {fmt(lmax)} is not certified (its eigensolver did not converge): learning rates "
+                 "and damping derived from it are approximate; re-run analyze with more matvecs")
+    if lmin is not None and lmin < 0 and m.flag("lambda_min_certified") is False:
+        out.warn(f"lambda_min = {fmt(lmin)} is not certified (its eigensolver did not converge) and only bounds the "
+                 "smallest eigenvalue from above: the true one may be more negative, so a damping derived from it "
+                 "may not make H + damping I positive definite; re-run analyze with more matvecs")
 
 
 def _lr_momentum(m: Measurements, ctx: RecommendationContext) -> tuple[float | None, float, str]:
@@ -89,7 +101,10 @@ def rule_conditioning(m: Measurements, ctx: RecommendationContext, out: Outcome)
     when the bottom end is unresolved only that bound is used, and a lower bound can show that a
     problem is ill-conditioned, never that it is well-conditioned. The effective condition number
     (``lambda_max / (trace/D)``) is a different quantity, used only where kappa is undefined
-    (an indefinite Hessian) or unmeasured, and named as such.
+    (an indefinite Hessian) or unmeasured, and named as such; it too can only show
+    ill-conditioning: for a PSD matrix ``trace/D >= lambda_min``, so it is at most kappa, and for
+    an indefinite one the mean mixes positive and negative curvature and says nothing about how
+    fast first-order methods converge.
     """
     cond = m.condition()
     if cond is None:
@@ -105,10 +120,11 @@ def rule_conditioning(m: Measurements, ctx: RecommendationContext, out: Outcome)
     note = ""
     if bound:
         note = " (a lower bound of the condition number: Ritz values lie inside the spectrum)"
-        if key == "condition_number_lower_bound":
-            out.warn(f"lambda_min is not resolved (its certificate interval reaches 0, or it is uncertified): the "
-                     f"condition number is only bounded below, kappa >= {fmt(kappa)}; re-run analyze in float64 "
-                     "(model.double()) or with a larger budget to resolve the bottom end")
+        if key == "condition_number_lower_bound" and kappa <= T.ILL_CONDITIONED:
+            out.need("lambda_min resolved (analyze in float64: model.double(), or a larger budget)",
+                     f"the bottom end is unresolved, so only kappa >= {fmt(kappa)} is known: a lower bound at or "
+                     f"below {fmt(T.ILL_CONDITIONED)} cannot tell a well-conditioned problem from an "
+                     "ill-conditioned one")
     if key == "effective_condition_number":
         note = " (lambda_max over the mean curvature, not the condition number: lambda_min is negative or unmeasured)"
     text = f"{name} {fmt(kappa)}" if key != "condition_number_lower_bound" else f"condition number >= {fmt(kappa)}"
@@ -120,7 +136,7 @@ def rule_conditioning(m: Measurements, ctx: RecommendationContext, out: Outcome)
         out.support("diag_hessian", 0.5, reason)
         out.support("adamw", 0.3, reason)
         out.oppose("sgd_momentum", 1.0, reason)
-    elif kappa < T.WELL_CONDITIONED and key != "condition_number_lower_bound":
+    elif kappa < T.WELL_CONDITIONED and key not in ("condition_number_lower_bound", "effective_condition_number"):
         reason = (f"{text} < {fmt(T.WELL_CONDITIONED)} (well-conditioned){note}: first-order methods "
                   "converge in a few hundred steps; a curvature method's overhead does not pay back")
         out.support("sgd_momentum", 0.6, reason)
@@ -189,13 +205,13 @@ def rule_negative_curvature(m: Measurements, ctx: RecommendationContext, out: Ou
     if kind in ("strong", "saddle"):
         out.warn(f"strongly indefinite (saddle region): {why}; the point is far from a minimum" if kind == "strong"
                  else f"in a saddle region: {why}")
-        if full:
-            out.support("lbfgs", 0.1, f"{why} at full batch: the strong-Wolfe line search only accepts steps that "
-                        "lower the loss and skips curvature pairs with s^T y <= 0, so negative curvature is no veto")
+        if full:  # what only copes with negative curvature is noted, not counted for it
+            out.note("lbfgs", f"{why} at full batch: the strong-Wolfe line search only accepts steps that "
+                     "lower the loss and skips curvature pairs with s^T y <= 0, so negative curvature is no veto")
             out.support("saddle_free_newton", 0.6 if kind == "strong" else 0.3,
                         f"{why} at full batch: saddle-free Newton steps along |Lambda|, away from negative curvature")
-            out.support("newton_cg", 0.2, f"{why}: Newton-CG with damping > |lambda_min| (or the GGN) handles "
-                        "indefinite curvature")
+            out.note("newton_cg", f"{why}: Newton-CG with damping > |lambda_min| (or the GGN) copes with "
+                     "indefinite curvature")
             return
         w = 1.5 if kind == "strong" else 0.7
         out.oppose("lbfgs", w, f"{why} at mini-batch: BFGS curvature pairs need s^T y > 0, so updates are skipped or "
@@ -205,7 +221,7 @@ def rule_negative_curvature(m: Measurements, ctx: RecommendationContext, out: Ou
                     f"{why}: stochastic first-order methods escape strict saddles" if kind == "strong" else
                     f"{why}: stochastic first-order methods escape saddles")
         if kind == "strong":
-            out.support("newton_cg", 0.2, f"{why}: Newton-CG with damping > |lambda_min| (or the GGN) handles "
-                        "indefinite curvature")
+            out.note("newton_cg", f"{why}: Newton-CG with damping > |lambda_min| (or the GGN) copes with "
+                     "indefinite curvature")
     else:
         out.support("lbfgs", 0.3, f"{why}: curvature is essentially positive, a quasi-Newton model fits")

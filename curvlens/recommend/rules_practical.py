@@ -47,8 +47,12 @@ def rule_curvature_noise(m: Measurements, ctx: RecommendationContext, out: Outco
         out.ask("batch_size", "curvature noise at the training batch size decides whether K-FAC, Newton-CG "
                 "or L-BFGS can use minibatch curvature")
         return
-    if _full_batch(m, ctx):
-        return  # deterministic: no sampling noise (see rule_gradient_noise)
+    if _full_batch(m, ctx):  # the limit of "batch >= critical batch": no sampling noise at all
+        reason = (f"full batch (batch {ctx.batch_size} covers every sample): curvature estimates (K-FAC factors, "
+                  "curvature products) carry no mini-batch sampling noise")
+        out.support(("kfac", "newton_cg"), 0.5, reason)
+        out.support(("lbfgs", "diag_hessian"), 0.2, reason)
+        return
     crit = m.critical_batch("lambda_max")
     if crit is None:
         out.need("noise study (noise_batch_sizes, noise_rstderr_lambda_max)",
@@ -78,7 +82,8 @@ def rule_gradient_noise(m: Measurements, ctx: RecommendationContext, out: Outcom
 
     Far below B_noise steps are noise-limited (first-order methods are compute-efficient); above it
     they are curvature-limited and preconditioning pays off (Zhang et al. 2019). Full batch is
-    deterministic: line-search methods (L-BFGS) are reliable.
+    deterministic: line-search methods (L-BFGS) are reliable, and a full batch at or above B_noise
+    is curvature-limited like any batch that large (a full batch cannot be noise-limited).
     """
     if ctx.batch_size is None:
         return  # asked for by rule_curvature_noise
@@ -89,18 +94,20 @@ def rule_gradient_noise(m: Measurements, ctx: RecommendationContext, out: Outcom
         out.support("lbfgs", 1.2, reason)
         out.support("newton_cg", 0.6, reason)
         out.support("saddle_free_newton", 0.3, reason)
+        _gradient_noise_scale(m, b, out, full=True)
         return
     _gradient_noise_scale(m, b, out)
     _minibatch_line_search(out, b, int(m.num("num_samples") or ctx.dataset_size or 0))
 
 
-def _gradient_noise_scale(m: Measurements, b: int, out: Outcome) -> None:
+def _gradient_noise_scale(m: Measurements, b: int, out: Outcome, *, full: bool = False) -> None:
     bn = m.num("gradient_noise_scale")
     if bn is None or bn <= 0:
-        out.need("gradient_noise_scale", "compares your batch with the batch beyond which curvature pays off")
+        if not full:
+            out.need("gradient_noise_scale", "compares your batch with the batch beyond which curvature pays off")
         return
     frac = b / bn
-    if frac < T.NOISE_DOMINATED_FRACTION:
+    if frac < T.NOISE_DOMINATED_FRACTION and not full:
         reason = (f"batch {b} is {fmt(frac)} of the gradient noise scale {fmt(bn)} (< {T.NOISE_DOMINATED_FRACTION}): "
                   "steps are noise-limited, first-order methods use compute best")
         out.support("sgd_momentum", 0.6, reason)
@@ -167,31 +174,45 @@ def rule_layer_support(m: Measurements, ctx: RecommendationContext, out: Outcome
 
 
 def rule_product_cost(m: Measurements, ctx: RecommendationContext, out: Outcome) -> None:
-    """Expensive curvature products hurt methods that need many per step (Newton-CG)."""
+    """Expensive curvature products hurt methods that need many per step (Newton-CG).
+
+    Newton-CG's products are sequential (CG applies one vector at a time): their cost is the
+    probe's ``sequential_hvp_cost`` when measured; an analysis' ``hvp_cost`` may come from
+    products batched together, cheaper per vector.
+    """
     c = m.num("hvp_cost")
     if c is None or c <= 0:
         out.need("hvp_cost", f"the cost of a curvature product sets per-step cost and refresh intervals (assumed "
                  f"{T.DEFAULT_HVP_COST} gradients)")
         return
-    if c > T.HVP_COST_EXPENSIVE:
-        reason = (f"a curvature product costs {fmt(c)} gradients (> {T.HVP_COST_EXPENSIVE}): methods that need "
-                  "many products per step are slow")
-        out.oppose("newton_cg", 0.6, reason)
-        out.oppose("diag_hessian", 0.3, reason)
-    else:
-        out.support("newton_cg", 0.2, f"a curvature product costs {fmt(c)} gradients (<= {T.HVP_COST_EXPENSIVE}): "
-                    "CG iterations are affordable")
+    seq = m.num("sequential_hvp_cost")
+    for opt, cost, how in (("newton_cg", seq if seq is not None and seq > 0 else c,
+                            " one vector at a time, as CG applies it" if seq is not None and seq > 0 else ""),
+                           ("diag_hessian", c, "")):
+        if cost > T.HVP_COST_EXPENSIVE:
+            out.oppose(opt, 0.6 if opt == "newton_cg" else 0.3,
+                       f"a curvature product costs {fmt(cost)} gradients{how} (> {T.HVP_COST_EXPENSIVE}): methods "
+                       "that need many products per step are slow")
+        elif opt == "newton_cg":
+            out.support(opt, 0.2, f"a curvature product costs {fmt(cost)} gradients{how} (<= "
+                        f"{T.HVP_COST_EXPENSIVE}): CG iterations are affordable")
 
 
 def rule_phase(m: Measurements, ctx: RecommendationContext, out: Outcome) -> None:
-    """Training phase: early curvature changes fast; fine-tuning favours AdamW with a small lr."""
+    """Training phase: early curvature changes fast; fine-tuning favours AdamW with a small lr.
+
+    Early on, curvature measured at earlier steps describes a landscape that has moved; how fast
+    that hurts each curvature method (L-BFGS's pair history, K-FAC's averaged factors, Newton-CG's
+    fresh products) is not measured, so the rule favours the methods that use no curvature and
+    leaves the curvature methods' order to the measurements.
+    """
     if ctx.phase is None:
         out.ask("phase", "early training, mid training and fine-tuning favour different optimizers")
         return
     if ctx.phase == "early":
-        reason = "phase 'early': curvature changes quickly, so curvature estimates go stale between refreshes"
+        reason = ("phase 'early': curvature changes quickly, so curvature estimates go stale; first-order methods "
+                  "use none")
         out.support(("sgd_momentum", "adamw"), 0.3, reason)
-        out.oppose(("newton_cg", "lbfgs"), 0.3, reason)
     elif ctx.phase == "fine-tuning":
         reason = ("phase 'fine-tuning': small, well-behaved steps from a pretrained point; AdamW with a small lr "
                   "is the established default")
@@ -232,3 +253,38 @@ def rule_time_budget(m: Measurements, ctx: RecommendationContext, out: Outcome) 
         out.oppose("saddle_free_newton", 0.6, reason)
         out.oppose("kfac", 0.3, reason)
         out.oppose("diag_hessian", 0.2, reason)
+
+
+def rule_step_cost(m: Measurements, ctx: RecommendationContext, out: Outcome) -> None:
+    """The time model: a step that costs ``c`` gradients must make ``c`` times the progress of an SGD step.
+
+    ``c`` is the measured CPU time of one step of the candidate (``step_seconds_<candidate>``,
+    timed by :func:`curvlens.recommend.trials.step_seconds` when ``recommend`` gets the model)
+    over the measured time of one SGD step timed the same way (one gradient at the training
+    batch; else ``gradient_seconds`` scaled to the batch); without
+    those, the modelled cost of :func:`curvlens.recommend.hyperparams.suggest` (curvature-product
+    cost times the products a step needs). Progress per second, not per step, decides a
+    fixed-time race, so the score falls by
+    :data:`~curvlens.recommend.thresholds.STEP_COST_PENALTY` per decade of ``c``.
+    """
+    from curvlens.recommend.hyperparams import suggest
+
+    t = m.num("gradient_seconds")
+    n = m.num("num_samples")
+    if t is not None and ctx.batch_size is not None and n is not None and 0 < ctx.batch_size < n:
+        t *= ctx.batch_size / n
+    sgd = m.num("step_seconds_sgd_momentum")  # one gradient at the training batch, measured the same way
+    unit, unit_name = (sgd, "an SGD step") if sgd is not None and sgd > 0 else (t, "a gradient")
+    for opt in CANDIDATES:
+        sec = m.num(f"step_seconds_{opt}")
+        if sec is not None and unit is not None and unit > 0:
+            cost = sec / unit
+            how = f"measured: {fmt(sec, 3)} s per step against {fmt(unit, 3)} s for {unit_name}"
+        else:
+            cost = suggest(opt, m, ctx)[1]
+            how = "modelled from the curvature-product cost" + ("" if t is None else f", {fmt(t, 3)} s per gradient")
+        if cost <= 1.0:
+            continue
+        out.oppose(opt, T.STEP_COST_PENALTY * math.log10(cost),
+                   f"a step costs ~{fmt(cost, 3)} gradients ({how}): it must make {fmt(cost, 3)}x the progress of "
+                   f"an SGD step to pay back ({T.STEP_COST_PENALTY} per decade of cost per step)")

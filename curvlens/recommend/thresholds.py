@@ -91,6 +91,9 @@ LBFGS_EVALS_PER_STEP = 1.25
 MAX_CG_ITERS = 50
 #: CG relative residual aimed for within a Newton step.
 CG_TOL = 1e-2
+#: score lost per decade of a candidate's cost per step in gradients (the time model: a step
+#: costing c gradients must make c times an SGD step's progress to break even in a time race).
+STEP_COST_PENALTY = 0.5
 
 # --- damping (Levenberg-Marquardt; Martens 2010 "Deep learning via Hessian-free optimization").
 
@@ -135,6 +138,8 @@ ADAMW_WEIGHT_DECAY = 1e-2
 DIAG_HESSIAN_LR = 0.1
 #: heavy-ball momentum when the context does not give one.
 DEFAULT_MOMENTUM = 0.9
+#: steps between K-FAC's inverse refreshes assumed by the modelled cost (curvlens' KFAC default, 25).
+KFAC_INVERSE_INTERVAL = 25
 #: K-FAC lr with momentum 0.9: lr / (1 - momentum) = 1, a unit natural-gradient step.
 KFAC_MOMENTUM = 0.9
 #: L-BFGS history size (Nocedal & Wright 2006 recommend 3-20).

@@ -1,8 +1,9 @@
 """Trial runs: short, seeded runs of the top candidates that re-rank them by measured progress.
 
 Each candidate is run from the same weights with a small learning-rate bracket around its
-advice (``lr x TRIAL_BRACKET``; a line-search method such as L-BFGS picks its own steps and is
-run once, at its advice). Every run has a fixed number of steps, planned from the trial time
+advice (``lr x TRIAL_BRACKET``). For a line-search method such as L-BFGS the lr is the first
+step the line search tries: the search accepts or shortens it, so the bracket measures which
+initial step costs the fewest evaluations, and the trial's best becomes the advice. Every run has a fixed number of steps, planned from the trial time
 and the measured cost of one step, so that a run is replayed exactly by ``(seed, steps)``; its
 CPU time (``time.process_time``) is measured. Candidates are re-ranked by the loss decrease per
 second of their best bracket member, a diverged run counting as no progress.
@@ -26,7 +27,7 @@ import torch
 from curvlens.recommend.evidence import LINE_SEARCH
 from curvlens.results import RunInfo, register_result
 
-__all__ = ["TrialResult", "run_trials", "TRIAL_BRACKET", "plan_steps"]
+__all__ = ["TrialResult", "run_trials", "TRIAL_BRACKET", "plan_steps", "step_seconds"]
 
 #: learning-rate multipliers tried around each candidate's advice
 TRIAL_BRACKET = (1 / 3, 1.0, 3.0)
@@ -91,9 +92,10 @@ class TrialResult:
 
 
 def _bracket(candidate) -> list[float]:
+    """The lrs tried: the advice times :data:`TRIAL_BRACKET` (a line search's first trial step too)."""
     lr = candidate.hyperparameters.get("lr")
-    if candidate.optimizer in LINE_SEARCH or lr is None:
-        return [float(lr) if lr is not None else 1.0]
+    if lr is None:
+        return [1.0]
     return [float(lr) * f for f in TRIAL_BRACKET]
 
 
@@ -151,8 +153,8 @@ def _one_run(candidate, model, loss_fn, problem, data, lr, steps, batch_size, se
     """Train a fresh optimizer for ``steps`` steps; ``[(steps_done, seconds, loss)]`` and diverged."""
     gen = torch.Generator().manual_seed(seed)
     batches = _Batches(data, batch_size, gen)
-    overrides = {} if candidate.optimizer in LINE_SEARCH else {"lr": lr}
-    if candidate.optimizer == "lbfgs":
+    overrides = {"lr": lr}
+    if candidate.optimizer in LINE_SEARCH:
         overrides["max_iter"] = 1  # one iteration per step: steps are comparable with other methods
     opt = candidate.build(model, loss_fn, generator=seed, **overrides)
     curvlens_step = hasattr(opt, "last_step") and hasattr(opt, "problem")
@@ -280,3 +282,46 @@ def run_trials(candidates: Sequence, model: torch.nn.Module, loss_fn: Any, data:
 def _cuda_devices(params) -> list:
     """The CUDA device of the model, whose RNG ``torch.manual_seed`` also seeds (forked with the CPU's)."""
     return [p.device for p in params if p.device.type == "cuda"][:1]
+
+
+class _Spec:
+    """The part of a candidate that :func:`_one_run` uses: an optimizer id and its hyperparameters."""
+
+    def __init__(self, optimizer: str, hyperparameters: dict):
+        self.optimizer, self.hyperparameters = optimizer, dict(hyperparameters)
+
+    def build(self, model, loss_fn=None, *, generator=None, **overrides):
+        from curvlens.recommend.build import build
+
+        return build(self.optimizer, self.hyperparameters, model, loss_fn, overrides=overrides, generator=generator)
+
+
+def step_seconds(optimizer: str, hyperparameters: dict, model: torch.nn.Module, loss_fn: Any, data: Any, *,
+                 batch_size: int | None = None, steps: int = CALIBRATION_STEPS, seed: int = 0) -> float | None:
+    """Measured CPU seconds of one step of ``optimizer`` with ``hyperparameters`` on the problem.
+
+    ``steps`` steps (L-BFGS: one iteration each) from the current weights, their mean CPU time
+    (``time.process_time``); the model, ``.grad``, flags, hooks and the global RNG come back as they
+    were, as in :func:`run_trials`. None when the optimizer cannot be built or a step fails.
+    """
+    from curvlens.problem import Problem
+
+    problem = Problem(model, loss_fn, data)
+    params = list(model.parameters())
+    saved = ([p.detach().clone() for p in params], [b.detach().clone() for b in model.buffers()],
+             [p.grad for p in params], [(m, m.training) for m in model.modules()])
+    hooks = _hook_keys(model)
+    spec = _Spec(optimizer, hyperparameters)
+    lr = hyperparameters.get("lr")
+    try:
+        with torch.random.fork_rng(devices=_cuda_devices(params)):
+            torch.manual_seed(seed)
+            curve, _ = _one_run(spec, model, loss_fn, problem, data, 1.0 if lr is None else float(lr), int(steps),
+                                batch_size, seed)
+    except (RuntimeError, ValueError, TypeError):
+        return None
+    finally:
+        _remove_new_hooks(hooks)
+        _restore(model, params, *saved)
+    k, sec = curve[-1][0], curve[-1][1]
+    return sec / k if k > 0 else None

@@ -79,7 +79,9 @@ def test_unresolved_float32_bottom_keeps_the_bound_and_the_recommender_uses_it()
     texts = [r for cand in rec.candidates for r in cand.reasons]
     assert any("condition number >= 2e+05 > 1e+04 (ill-conditioned)" in t for t in texts)
     assert not any("well-conditioned" in t or "effective condition number" in t for t in texts)
-    assert any("only bounded below" in w for w in rec.warnings)
+    # an unresolved positive bottom is a stated bound in the reasons, not a red warning
+    assert any("lower bound" in t for t in texts)
+    assert not any("bounded below" in w for w in rec.warnings)
 
 
 def test_positive_unresolved_ritz_ratio_is_a_lower_bound_not_well_conditioned():

@@ -2,46 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-
 import pytest
 import torch
 from torch import nn
 
 import curvlens
 
+from ._spawn import run_ranks
 from ._worker import N_SAMPLES, analysis, local_batches, make_model, measure
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def run_ranks(scenario: str, tmp_path, *, timeout: float = 120, pg_timeout: float = 30):
-    port, out = _free_port(), str(tmp_path / scenario)
-    procs = []
-    for rank in range(2):
-        env = dict(os.environ, RANK=str(rank), WORLD_SIZE="2", MASTER_PORT=str(port), PG_TIMEOUT=str(pg_timeout),
-                   OMP_NUM_THREADS="1", PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        procs.append(subprocess.Popen([sys.executable, "-m", "tests.distributed._worker", scenario, out], cwd=ROOT,
-                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    outputs = []
-    try:
-        for p in procs:
-            outputs.append(p.communicate(timeout=timeout)[0])
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    return [p.returncode for p in procs], outputs, out
-
 
 @pytest.fixture(scope="module")
 def single():
@@ -57,15 +25,6 @@ def _compare(res, ref):
         a, b = res[key], ref[key]
         scale = max(float(b.abs().max()), 1.0)
         assert float((a - b).abs().max()) <= 1e-10 * scale, (key, a, b)
-
-
-@pytest.fixture(scope="module")
-def two_ranks(tmp_path_factory):
-    """One pair of processes runs every agreeing scenario (starting processes is the slow part)."""
-    tmp = tmp_path_factory.mktemp("ranks")
-    codes, outputs, out = run_ranks("equal,empty,ddp,local,analyze", tmp)
-    assert codes == [0, 0], outputs
-    return torch.load(f"{out}.0.pt"), torch.load(f"{out}.1.pt")
 
 
 @pytest.mark.parametrize("scenario", ["equal", "empty", "ddp"])

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from curvlens.hooks import AlertTracker, CurvatureMonitor, Schedule, read_optimizer
+from curvlens.hooks import AlertTracker, CurvatureMonitor, read_optimizer
 from curvlens.io.series import load_series
 
 
@@ -37,7 +37,8 @@ def _gd_run(lr_factor, tmp_path, caplog):
             opt.zero_grad()
             nn.MSELoss()(model(x), y).backward()
             opt.step()
-    return mon, got, load_series(out), lam, lr, caplog.records
+    alerts = [r for r in caplog.records if not r.getMessage().startswith("CurvatureMonitor: measuring every")]
+    return mon, got, load_series(out), lam, lr, alerts  # (every=2 on a tiny model also warns of its cost)
 
 
 def test_edge_of_stability_alert_fires_above_2_over_lr(tmp_path, caplog):
@@ -74,18 +75,6 @@ def test_growing_negative_curvature_rule():
     quiet = AlertTracker()
     assert not any(quiet.update(s, {"negative_mass": m, "negative_mass_stderr": 0.05})
                    for s, m in enumerate([0.02, 0.03, 0.05]))  # within the noise
-
-
-def test_overhead_schedule_holds_the_fraction_with_a_fake_clock():
-    s = Schedule(overhead=0.05)
-    now, measured = 0.0, 0
-    for step in range(1, 5001):
-        now += 0.01  # a training step
-        if s.due(step, now):
-            now += 0.3 if measured else 1.0  # a measurement (the first one is slower)
-            s.done(0.3 if measured else 1.0, now)
-            measured += 1
-    assert measured > 5 and abs(s.fraction - 0.05) < 0.005
 
 
 def test_bad_inputs_one_clear_line(tmp_path):

@@ -94,7 +94,7 @@ def test_nonfinite_curvature_product_rejects_and_raises_damping(monkeypatch):
     model = _mlp(seed=2)
     before = [p.detach().clone() for p in model.parameters()]
     monkeypatch.setattr(ncg_mod, "_operator", lambda kind, pr, gen, mem: _NaNOperator(pr.dim, pr.dtype, pr.device))
-    opt = NewtonCG(model, nn.BCEWithLogitsLoss(), damping=0.5, preconditioner=None, generator=0)
+    opt = NewtonCG(model, nn.BCEWithLogitsLoss(), damping=0.5, preconditioner=None, product="autograd", generator=0)
     loss = opt.step((X, y))
     rec = opt.last_step
     assert math.isfinite(float(loss)) and not rec.accepted and rec.cg_stop_reason == "nonfinite"
@@ -244,17 +244,19 @@ def test_from_analysis_sets_damping_and_cg_budget_with_reasons():
     model = nn.Linear(3, 1).double()
     res = _FakeAnalysis(lambda_max=50.0, lambda_max_certified=True, lambda_min=-2.0, trace=8.0, num_params=4)
     opt = NewtonCG.from_analysis(res, model, nn.MSELoss(), curvature="hessian", generator=0)
-    assert opt.damping == pytest.approx(3.0)  # 1.5 |lambda_min| > trace / D = 2
+    assert opt.damping == pytest.approx(3.0)  # 1.5 |lambda_min| > 1e-2 lambda_max = 0.5
     kappa = (50.0 + 3.0) / 3.0
     assert opt.cg_maxiter == max(10, math.ceil(0.5 * math.sqrt(kappa) * math.log(2e3)))
     assert opt.param_groups[0]["lr"] == 1.0
-    assert any("trace/D" in r for r in opt.analysis_reasons)
+    assert any("0.01 lambda_max" in r for r in opt.analysis_reasons)
     assert any("lambda_min" in r for r in opt.analysis_reasons)
     assert any("curvature='hessian': given by the caller" in r for r in opt.analysis_reasons) is False
     ggn = NewtonCG.from_analysis(res, model, nn.MSELoss(), damping=0.1, generator=0)
     assert ggn.damping == 0.1 and any(r.startswith("damping=0.1: given by the caller") for r in ggn.analysis_reasons)
     uncert = NewtonCG.from_analysis(_FakeAnalysis(lambda_max=5.0, lambda_max_certified=False, num_params=4),
                                     model, nn.MSELoss(), generator=0)
-    assert uncert.damping == pytest.approx(5e-3) and uncert.param_groups[0]["lr"] == 0.5
+    assert uncert.damping == pytest.approx(5e-2) and uncert.param_groups[0]["lr"] == 0.5
+    no_lmax = NewtonCG.from_analysis(_FakeAnalysis(trace=8.0, num_params=4), model, nn.MSELoss(), generator=0)
+    assert no_lmax.damping == pytest.approx(2.0) and any("trace/D" in r for r in no_lmax.analysis_reasons)
     with pytest.raises(TypeError, match=r"^result: expected a curvlens AnalysisResult"):
         NewtonCG.from_analysis({"lambda_max": 1.0}, model, nn.MSELoss())

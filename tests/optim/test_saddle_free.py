@@ -55,7 +55,7 @@ def spd(d, eigs, seed=0):
 # ---------------------------------------------------------------------- saddles
 def test_leaves_the_saddle_that_damped_newton_converges_to():
     m = Vec([0.5], 1e-3)
-    opt = SaddleFreeNewton(m, saddle_loss, subspace=2, damping=1e-3, trust_radius=0.5)
+    opt = SaddleFreeNewton(m, saddle_loss, subspace=2, damping=1e-3, trust_radius=0.5, negative="abs")
     opt.step(B0)
     assert opt.last_step.accepted and opt.last_step.num_negative == 1
     assert [round(e, 6) for e in opt.last_step.eigenvalues] == [-2.0, 2.0]
@@ -71,13 +71,51 @@ def test_leaves_the_saddle_that_damped_newton_converges_to():
     assert float(th.norm()) < 1e-9
 
 
+def test_escape_steps_keep_the_trust_radius_where_abs_lambda_steps_shrink():
+    """Near the saddle |lambda|^-1 g is as small as the distance to it; the escape step is not."""
+    far = {}
+    for rule in ("abs", "escape"):
+        m = Vec([0.5], 1e-6)
+        opt = SaddleFreeNewton(m, saddle_loss, subspace=2, damping=1e-3, trust_radius=0.25, negative=rule)
+        norms = []
+        for _ in range(4):
+            opt.step(B0)
+            assert opt.last_step.accepted
+            norms.append(opt.last_step.step_norm)
+        far[rule] = abs(float(m.y.detach()))
+        if rule == "escape":  # on the boundary with the downhill sign; the radius doubles on rho > 3/4
+            assert opt.last_step.escape and norms == pytest.approx([0.25, 0.5, 1.0, 2.0], rel=1e-9)
+            assert float(m.y.detach()) > 0  # y started at +1e-6: downhill is away from 0 on the same side
+    assert far["abs"] < 1e-4 and far["escape"] > 3.0
+
+
+def test_escape_step_is_the_exact_trust_region_solution():
+    """Against scipy's root of the secular equation ||(D + mu I)^-1 a|| = r on the dense spectrum."""
+    from scipy.optimize import brentq
+
+    eigs = torch.tensor([-3.0, -1.0, 0.5, 2.0, 5.0], dtype=DT)
+    H = spd(5, eigs, seed=1)
+    b = torch.tensor([1.0, -2.0, 0.5, 0.3, 1.5], dtype=DT)
+    m = Vec(torch.zeros(4), 0.0)
+    opt = SaddleFreeNewton(m, quadratic(H, b), subspace=5, damping=0.25, trust_radius=0.3)
+    opt.step(B0)
+    lam, U = torch.linalg.eigh(H)
+    a = U.T @ (-b)  # the gradient at 0 is -b
+    D = torch.where(lam < -0.25, lam, lam.abs() + 0.25)
+    t = brentq(lambda t: float(torch.linalg.vector_norm(a / (D + 3.0 + t))) - 0.3, 1e-12, 100.0, xtol=1e-15)
+    expected = U @ (-a / (D + 3.0 + t))
+    assert torch.allclose(flat(m), expected, atol=1e-9)
+    assert opt.last_step.escape and opt.last_step.step_norm == pytest.approx(0.3, rel=1e-9)
+    assert opt.last_step.predicted_decrease == pytest.approx(-float(-b @ expected + 0.5 * expected @ H @ expected))
+
+
 def test_exact_saddle_point_leaves_along_negative_curvature_without_global_rng():
     m = Vec([0.0], 0.0)
     state = torch.random.get_rng_state()
     opt = SaddleFreeNewton(m, saddle_loss, subspace=2, trust_radius=0.1, generator=3)
     opt.step(B0)
     assert torch.equal(state, torch.random.get_rng_state())
-    assert opt.last_step.accepted and abs(abs(float(m.y)) - 0.1) < 1e-12 and abs(float(m.x)) < 1e-12
+    assert opt.last_step.accepted and abs(abs(float(m.y.detach())) - 0.1) < 1e-12 and abs(float(m.x.detach())) < 1e-12
     assert opt.last_step.predicted_decrease == pytest.approx(0.01, rel=1e-10)
 
 
@@ -100,7 +138,7 @@ def test_damped_step_is_abs_lambda_plus_damping_inverted_in_the_subspace():
     H = spd(5, eigs, seed=1)
     b = torch.tensor([1.0, -2.0, 0.5, 0.3, 1.5], dtype=DT)
     m = Vec(torch.zeros(4), 0.0)
-    opt = SaddleFreeNewton(m, quadratic(H, b), subspace=5, damping=0.25, trust_radius=1e6)
+    opt = SaddleFreeNewton(m, quadratic(H, b), subspace=5, damping=0.25, trust_radius=1e6, negative="abs")
     opt.step(B0)
     lam, U = torch.linalg.eigh(H)
     expected = U @ ((U.T @ b) / (lam.abs() + 0.25))  # -|H + damping|^{-1} g with g = -b
@@ -115,7 +153,8 @@ def test_predicted_decrease_equals_actual_on_a_quadratic(base, radius):
     b = torch.linspace(0.5, -0.5, 12, dtype=DT)
     m = Vec(torch.linspace(-0.3, 0.4, 11), 0.1)
     # refresh_every=2: the second step reuses the basis, so the gradient has a part outside it
-    opt = SaddleFreeNewton(m, quadratic(H, b), subspace=4, base=base, trust_radius=radius, refresh_every=2)
+    opt = SaddleFreeNewton(m, quadratic(H, b), subspace=4, base=base, trust_radius=radius, refresh_every=2,
+                           max_trust_radius=radius)
     fractions = []
     for _ in range(4):
         opt.step(B0)
@@ -124,11 +163,13 @@ def test_predicted_decrease_equals_actual_on_a_quadratic(base, radius):
         assert r.actual_decrease == pytest.approx(r.predicted_decrease, rel=1e-9, abs=1e-13)
         assert r.rho == pytest.approx(1.0, rel=1e-6) and r.next_damping == pytest.approx(r.damping * 2 / 3)
         fractions.append(r.subspace_norm_fraction)
-    assert fractions[0] == pytest.approx(1.0) and fractions[1] < 1 - 1e-8  # the base rule has something to do
+    assert fractions[0] == pytest.approx(1.0)
+    assert radius < 1 or fractions[1] < 1 - 1e-8  # after a long step the base rule has something to do
     assert radius > 1 or opt.last_step.step_norm <= radius * (1 + 1e-12)
 
 
 def test_refresh_every_reuses_the_basis_with_one_product():
+    """A refresh costs `subspace` products (the model is exact in the subspace); a reuse costs H s."""
     H = spd(10, torch.linspace(0.5, 5.0, 10), seed=3)
     m = Vec(torch.ones(9), 1.0)
     opt = SaddleFreeNewton(m, quadratic(H, torch.zeros(10, dtype=DT)), subspace=3, refresh_every=3)
@@ -136,7 +177,7 @@ def test_refresh_every_reuses_the_basis_with_one_product():
     for _ in range(4):
         opt.step(B0)
         rec.append((opt.last_step.refreshed, opt.last_step.matvecs))
-    assert rec == [(True, 4), (False, 1), (False, 1), (True, 4)]
+    assert rec == [(True, 3), (False, 1), (False, 1), (True, 3)]
 
 
 def test_history_enriches_the_subspace():
@@ -145,7 +186,7 @@ def test_history_enriches_the_subspace():
     opt = SaddleFreeNewton(m, quadratic(H, torch.ones(10, dtype=DT)), subspace=4, history=2)
     for _ in range(3):
         opt.step(B0)
-    assert opt.last_step.matvecs == 5 and len(opt.last_step.eigenvalues) == 4
+    assert opt.last_step.matvecs == 4 and len(opt.last_step.eigenvalues) == 4
     assert len(opt.global_state["history"]) == 2
 
 
@@ -241,7 +282,7 @@ def test_non_finite_loss_restores_exactly_and_raises_damping():
     for _ in range(15):
         opt.step(B0)
         assert all(bool(torch.isfinite(p).all()) for p in m.parameters())
-    assert abs(float(m.y)) < 0.5 and math.isfinite(float(barrier(m, B0)))
+    assert abs(float(m.y.detach())) < 0.5 and math.isfinite(float(barrier(m, B0).detach()))
 
 
 def test_float32_model_stays_float32():
@@ -273,6 +314,10 @@ BAD = [
     (dict(history=-1), ValueError, r"^history: expected an int >= 0, got -1"),
     (dict(subspace=3, history=3), ValueError, r"^history: expected fewer than subspace=3 previous steps, got 3"),
     (dict(trust_radius=float("inf")), ValueError, r"^trust_radius: expected a finite number > 0, got inf"),
+    (dict(trust_radius=2.0, max_trust_radius=1.0), ValueError,
+     r"^max_trust_radius: expected at least trust_radius=2, got 1; raise it"),
+    (dict(max_trust_radius=0.0), ValueError, r"^max_trust_radius: expected a finite number > 0, got 0.0"),
+    (dict(negative="flip"), ValueError, r"^negative: expected 'escape' or 'abs', got 'flip'; pick"),
     (dict(generator="seed"), TypeError, r"^generator: expected a torch.Generator, an int seed or None, got str"),
 ]
 
@@ -294,3 +339,4 @@ def test_bad_model_loss_and_step_calls():
         opt.step()
     with pytest.raises(TypeError, match=r"^closure: SaddleFreeNewton evaluates the loss itself"):
         opt.step(B0, closure=lambda: 0.0)
+

@@ -29,7 +29,7 @@ def vetoed(out) -> set[str]:
 
 def test_rule_table_names_unique_and_documented():
     names = [r.name for r in RULES]
-    assert len(names) == len(set(names)) == 14
+    assert len(names) == len(set(names)) == 15
     assert all(r.fn.__doc__ and r.reads for r in RULES)
 
 
@@ -192,7 +192,8 @@ def test_product_cost_threshold():
 # --- phase / current optimizer / time budget / consistency
 def test_phase_and_current_optimizer():
     assert weights(fire("phase", {}, phase="fine-tuning"))["adamw"] > 0
-    assert weights(fire("phase", {}, phase="early"))["newton_cg"] < 0
+    early = weights(fire("phase", {}, phase="early"))
+    assert early == {"sgd_momentum": pytest.approx(0.3), "adamw": pytest.approx(0.3)}  # curvature methods' order kept
     assert fire("phase", {}, phase="mid").evidence == []
     assert weights(fire("current_optimizer", {}, optimizer="K-FAC", phase="mid")) == {"kfac": pytest.approx(0.3)}
     assert fire("current_optimizer", {}, optimizer="kfac", phase="early").evidence == []

@@ -44,7 +44,8 @@ MEMORY_TIGHT = dict(  # 2e9 float32 params = 8 GB per copy, 30 GB budget
 # (scenario, expected top, where the key reason appears, key reason substring)
 SCENARIOS = [
     pytest.param(VISION, "sgd_momentum", "top", "steps are noise-limited", id="vision-small-batch"),
-    pytest.param(VISION, "sgd_momentum", "top", "(well-conditioned)", id="vision-conditioning"),
+    # an effective condition number of 60 on an indefinite Hessian is no evidence of good conditioning
+    pytest.param(VISION, "sgd_momentum", "top", "stable until lambda_max grows 4x", id="vision-lr-margin"),
     pytest.param(REGRESSION, "lbfgs", "top", "condition number 1e+06 > 1e+04 (ill-conditioned)",
                  id="ill-conditioned-full-batch"),
     pytest.param(REGRESSION, "lbfgs", "top", "full batch (batch 500 covers all 500 samples)", id="full-batch"),

@@ -26,7 +26,7 @@ def tied_parameters(model: nn.Module) -> dict[str, str]:
 
 
 def select_blocks(model: nn.Module, layers: Iterable[str | nn.Module] | None, *,
-                  ekfac: bool = False) -> tuple[dict, tuple[str, ...]]:
+                  ekfac: bool = False, inverse: str = "eigh") -> tuple[dict, tuple[str, ...]]:
     """The K-FAC blocks of ``model`` by module name, and one line per parameterized module left out."""
     names = {m: n for n, m in model.named_modules()}
     wanted = None
@@ -51,7 +51,7 @@ def select_blocks(model: nn.Module, layers: Iterable[str | nn.Module] | None, *,
         if wanted is not None and name not in wanted:
             unsupported.append(f"{label}: {type(mod).__name__} (not in layers=)")
             continue
-        block, reason = make_block(label, mod, ekfac)
+        block, reason = make_block(label, mod, ekfac, inverse)
         if block is None:
             if reason:
                 unsupported.append(f"{label}: {reason}")

@@ -9,13 +9,16 @@ from torch import nn
 
 from curvlens.optim.kfac.fisher import FISHER_KINDS
 
+INVERSE_KINDS = ("cholesky", "eigh")
+
 
 def _num(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def check_options(model: Any, *, damping: Any, factor_decay: Any, update_every: Any, inverse_every: Any,
-                  fisher: Any, kl_clip: Any, lr: Any, ekfac: Any = False) -> None:
+                  fisher: Any, kl_clip: Any, lr: Any, ekfac: Any = False,
+                  inverse: Any = "cholesky") -> None:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}; pass the network itself")
     if not _num(damping) or damping < 0:
@@ -34,3 +37,6 @@ def check_options(model: Any, *, damping: Any, factor_decay: Any, update_every: 
         raise ValueError(f"lr: expected a float > 0, got {lr!r}; pass the base optimizer's learning rate")
     if not isinstance(ekfac, bool):
         raise TypeError(f"ekfac: expected True or False, got {ekfac!r}; pass ekfac=True for eigenvalue-corrected K-FAC")
+    if inverse not in INVERSE_KINDS:
+        raise ValueError(f"inverse: expected one of {', '.join(map(repr, INVERSE_KINDS))}, got {inverse!r}; "
+                         "'cholesky' inverts the damped factors explicitly, 'eigh' decomposes them")

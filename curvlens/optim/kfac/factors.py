@@ -21,10 +21,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["input_rows", "output_rows", "embedding_counts", "normalized_input", "norm_sample_grads",
+__all__ = ["input_rows", "input_gram", "output_rows", "embedding_counts", "normalized_input", "norm_sample_grads",
            "gram"]
 
 _CONV = (nn.Conv1d, nn.Conv2d)
+
+
+def _plain_rows(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Input rows of a Linear or convolution layer without the constant bias input."""
+    x = x.detach()
+    if isinstance(module, nn.Linear):
+        return x.reshape(-1, module.in_features)
+    if isinstance(module, _CONV):
+        if isinstance(module, nn.Conv1d):
+            x = x.unsqueeze(-2)
+            k, d, p, s = (1, module.kernel_size[0]), (1, module.dilation[0]), (0, module.padding[0]), \
+                (1, module.stride[0])
+        else:
+            k, d, p, s = module.kernel_size, module.dilation, module.padding, module.stride
+        patches = F.unfold(x, k, dilation=d, padding=p, stride=s)  # (N, C*k, L)
+        return patches.transpose(1, 2).reshape(-1, patches.shape[1])
+    raise TypeError(f"module: expected Linear, Conv1d or Conv2d, got {type(module).__name__}")
 
 
 def input_rows(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -37,23 +54,37 @@ def input_rows(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
         >>> input_rows(nn.Linear(3, 2), torch.ones(4, 3)).shape
         torch.Size([4, 4])
     """
-    x = x.detach()
-    if isinstance(module, nn.Linear):
-        rows = x.reshape(-1, module.in_features)
-    elif isinstance(module, _CONV):
-        if isinstance(module, nn.Conv1d):
-            x = x.unsqueeze(-2)
-            k, d, p, s = (1, module.kernel_size[0]), (1, module.dilation[0]), (0, module.padding[0]), \
-                (1, module.stride[0])
-        else:
-            k, d, p, s = module.kernel_size, module.dilation, module.padding, module.stride
-        patches = F.unfold(x, k, dilation=d, padding=p, stride=s)  # (N, C*k, L)
-        rows = patches.transpose(1, 2).reshape(-1, patches.shape[1])
-    else:
-        raise TypeError(f"module: expected Linear, Conv1d or Conv2d, got {type(module).__name__}")
+    rows = _plain_rows(module, x)
     if module.bias is not None:
         rows = torch.cat([rows, rows.new_ones(rows.shape[0], 1)], dim=1)
     return rows
+
+
+def input_gram(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """``(sum_rows a a^T, #rows)`` for the rows :func:`input_rows` returns, without forming them.
+
+    The constant bias input is never materialized: the bias row and column of the sum are the
+    column sums of the other inputs, and its corner the number of rows (one matrix product of
+    ``2 rows d_in^2`` flops and one column sum instead of a copy of the rows with a column of ones).
+
+    Example:
+        >>> s, n = input_gram(nn.Linear(3, 2), torch.ones(4, 3))
+        >>> s[-1].tolist(), n
+        ([4.0, 4.0, 4.0, 4.0], 4)
+    """
+    rows = _plain_rows(module, x)
+    n = rows.shape[0]
+    g = rows.T @ rows
+    if module.bias is None:
+        return g, n
+    d = g.shape[0]
+    out = g.new_empty(d + 1, d + 1)
+    out[:d, :d] = g
+    s = rows.sum(0)
+    out[:d, d] = s
+    out[d, :d] = s
+    out[d, d] = n
+    return out, n
 
 
 def output_rows(module: nn.Module, gz: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Eigh", "eigh_factor", "pi_correction", "kron_solve", "EIGH_FLOAT64_MAX_DIM"]
+__all__ = ["Eigh", "eigh_factor", "pi_correction", "kron_denominator", "kron_solve", "EIGH_FLOAT64_MAX_DIM"]
 
 logger = logging.getLogger(__name__)
 
@@ -98,8 +98,18 @@ def _from_basis(e: Eigh, m: torch.Tensor, side: str) -> torch.Tensor:
     return e.vectors @ m if side == "left" else m @ e.vectors.T
 
 
+def kron_denominator(g: Eigh, a: Eigh, damping: float) -> torch.Tensor:
+    """``(g + sqrt(lambda) / pi)(a + pi sqrt(lambda))^T``, the damped Kronecker eigenvalues
+    (clamped away from 0), ``(d_out, d_in)``: fixed between two eigendecompositions as long as
+    the damping is, so callers may keep it."""
+    pi = pi_correction(a, g)
+    root = math.sqrt(damping)
+    denom = torch.outer(g.values + root / pi, a.values + pi * root)
+    return denom.clamp_min(torch.finfo(denom.dtype).tiny)
+
+
 def kron_solve(g: Eigh, a: Eigh, v: torch.Tensor, damping: float, *,
-               scales: torch.Tensor | None = None) -> torch.Tensor:
+               scales: torch.Tensor | None = None, denom: torch.Tensor | None = None) -> torch.Tensor:
     """``(A (x) G + damping)^{-1} vec(V)`` as a matrix, for ``V`` shaped ``(d_out, d_in)``.
 
     Args:
@@ -108,13 +118,11 @@ def kron_solve(g: Eigh, a: Eigh, v: torch.Tensor, damping: float, *,
         damping: Tikhonov damping ``lambda >= 0``, split between the factors by the
             pi-correction; with ``scales`` it is added to them directly.
         scales: EKFAC second moments in the Kronecker eigenbasis, ``(d_out, d_in)``.
+        denom: :func:`kron_denominator` of ``(g, a, damping)`` when the caller kept it.
     """
     w = _to_basis(a, _to_basis(g, v, "left"), "right")
     if scales is not None:
-        denom = scales + damping
+        w = w / (scales + damping).clamp_min(torch.finfo(w.dtype).tiny)
     else:
-        pi = pi_correction(a, g)
-        root = math.sqrt(damping)
-        denom = torch.outer(g.values + root / pi, a.values + pi * root)
-    w = w / denom.clamp_min(torch.finfo(w.dtype).tiny)
+        w = w / (kron_denominator(g, a, damping) if denom is None else denom)
     return _from_basis(g, _from_basis(a, w, "right"), "left")

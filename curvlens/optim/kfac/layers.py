@@ -17,7 +17,8 @@ from torch import nn
 
 from curvlens.optim.kfac import factors as fx
 from curvlens.optim.kfac.ekfac import ekfac_quad, projected_second_moments
-from curvlens.optim.kfac.inverse import Eigh, eigh_factor, kron_solve
+from curvlens.optim.kfac.explicit import inverse_solve, kron_inverses
+from curvlens.optim.kfac.inverse import Eigh, eigh_factor, kron_denominator, kron_solve
 
 __all__ = ["KroneckerBlock", "EmbeddingBlock", "NormBlock", "make_block", "NORM_DENSE_MAX"]
 
@@ -35,7 +36,30 @@ class _Block:
         self.params = [p for p in (getattr(module, "weight", None), getattr(module, "bias", None))
                        if isinstance(p, nn.Parameter) and p.requires_grad]
         self.factors: dict[str, torch.Tensor] = {}
+        self.explicit = False  # inverse="cholesky": explicit damped inverses of the factors in snap
+        self.snap: tuple[torch.Tensor, torch.Tensor] | None = None
         self.reset_batch()
+
+    @property
+    def ready(self) -> bool:
+        """Whether an inverse (eigendecompositions, or factors to invert explicitly) is in place."""
+        return getattr(self, "eig", None) is not None or self.snap is not None
+
+    def update_inverse(self, damping: float | None = None) -> int:
+        """Decompose ``(A, G)`` (or, explicitly, keep them and invert them for ``damping``)."""
+        if self.explicit:
+            self.eig, self.snap, self._inv = None, (self.factors["A"], self.factors["G"]), None
+            return 0 if damping is None else sum(int(i.fallback) for i in self._inverses(damping))
+        ea, eg = eigh_factor(self.factors["A"]), eigh_factor(self.factors["G"])
+        self.eig = (ea, eg)
+        return int(ea.fallback) + int(eg.fallback)
+
+    def _inverses(self, damping: float):
+        """The damped inverses of :attr:`snap`, kept until the snapshot or the damping change."""
+        cached = getattr(self, "_inv", None)
+        if cached is None or cached[0] != damping:
+            cached = self._inv = (damping, kron_inverses(*self.snap, damping))
+        return cached[1]
 
     def reset_batch(self) -> None:
         self._sums: dict[str, torch.Tensor] = {}
@@ -67,6 +91,15 @@ class _Block:
     def grads_present(self) -> bool:
         return bool(self.params) and all(p.grad is not None for p in self.params)
 
+    def _denominator(self, damping: float) -> torch.Tensor:
+        """The damped Kronecker eigenvalues, kept until the eigendecompositions or the damping change."""
+        cached = getattr(self, "_denom", None)
+        if cached is None or cached[0] != damping or cached[1] is not self.eig:
+            ea, eg = self.eig
+            cached = (damping, self.eig, kron_denominator(eg, ea, damping))
+            self._denom = cached
+        return cached[2]
+
     def _eigs(self) -> list[Eigh]:
         e = getattr(self, "eig", None)
         return [] if e is None else ([e] if isinstance(e, Eigh) else list(e))
@@ -77,7 +110,8 @@ class _Block:
                  "fallback": e.fallback} for e in self._eigs()]
         scales = getattr(self, "scales", None)
         return {"factors": {k: v.clone() for k, v in self.factors.items()}, "eig": eigs,
-                "scales": None if scales is None else scales.clone()}
+                "scales": None if scales is None else scales.clone(),
+                "snap": None if self.snap is None else [t.clone() for t in self.snap]}
 
     def load(self, state: dict) -> None:
         ref = self.params[0]
@@ -93,6 +127,8 @@ class _Block:
             self.eig = eigs[0] if isinstance(self, NormBlock) else tuple(eigs)
         if hasattr(self, "scales"):
             self.scales = cast(state.get("scales"))
+        snap = state.get("snap")
+        self.snap, self._inv = (None if snap is None else tuple(cast(t) for t in snap)), None
 
 
 class KroneckerBlock(_Block):
@@ -101,20 +137,23 @@ class KroneckerBlock(_Block):
 
     factor_keys = ("A", "G")
 
-    def __init__(self, name: str, module: nn.Module, ekfac: bool = False):
+    def __init__(self, name: str, module: nn.Module, ekfac: bool = False, inverse: str = "eigh"):
         super().__init__(name, module)
         self.kind = type(module).__name__
         self.eig: tuple[Eigh, Eigh] | None = None
         self.ekfac = ekfac
+        self.explicit = inverse == "cholesky" and not ekfac  # EKFAC needs the eigenbasis
         self.scales: torch.Tensor | None = None  # EKFAC second moments in the eigenbasis
         self._pairs: list = []
 
     def forward_stats(self, x: torch.Tensor) -> tuple[torch.Tensor, int] | None:
-        rows = fx.input_rows(self.module, x.to(self.params[0].dtype))
+        x = x.to(self.params[0].dtype)
+        if not self.ekfac:
+            self._add("A", *fx.input_gram(self.module, x))
+            return None
+        rows = fx.input_rows(self.module, x)
         self._add("A", fx.gram(rows), rows.shape[0])
-        if self.ekfac:
-            return rows, (int(x.shape[0]) if x.dim() > 1 else 1)
-        return None
+        return rows, (int(x.shape[0]) if x.dim() > 1 else 1)
 
     def grad_stats(self, ctx: tuple[torch.Tensor, int] | None, gz: torch.Tensor, weight: float) -> None:
         rows = fx.output_rows(self.module, gz.to(self.params[0].dtype))
@@ -147,11 +186,6 @@ class KroneckerBlock(_Block):
         ea, eg = self.eig  # no moments measured yet: K-FAC's own diagonal in its eigenbasis
         return torch.outer(eg.values, ea.values)
 
-    def update_inverse(self) -> int:
-        ea, eg = eigh_factor(self.factors["A"]), eigh_factor(self.factors["G"])
-        self.eig = (ea, eg)
-        return int(ea.fallback) + int(eg.fallback)
-
     def grad_matrix(self) -> torch.Tensor:
         w, b = self.module.weight, self.module.bias
         gw = w.grad if w.grad is not None else torch.zeros_like(w)
@@ -162,8 +196,14 @@ class KroneckerBlock(_Block):
         return m
 
     def precondition(self, damping: float) -> list[torch.Tensor]:
-        ea, eg = self.eig
-        p = kron_solve(eg, ea, self.grad_matrix(), damping, scales=self._ekfac_scales() if self.ekfac else None)
+        if self.explicit:
+            p = inverse_solve(*self._inverses(damping), self.grad_matrix())
+        elif self.ekfac:
+            ea, eg = self.eig
+            p = kron_solve(eg, ea, self.grad_matrix(), damping, scales=self._ekfac_scales())
+        else:
+            ea, eg = self.eig
+            p = kron_solve(eg, ea, self.grad_matrix(), damping, denom=self._denominator(damping))
         w, b = self.module.weight, self.module.bias
         if b is None:
             return [p.reshape(w.shape)]
@@ -186,9 +226,10 @@ class EmbeddingBlock(_Block):
     kind = "Embedding"
     factor_keys = ("A", "G")
 
-    def __init__(self, name: str, module: nn.Embedding):
+    def __init__(self, name: str, module: nn.Embedding, inverse: str = "eigh"):
         super().__init__(name, module)
         self.eig: tuple[Eigh, Eigh] | None = None
+        self.explicit = inverse == "cholesky"
 
     def forward_stats(self, idx: torch.Tensor) -> None:
         self._add("A", fx.embedding_counts(self.module, idx, self.params[0].dtype), idx.numel())
@@ -197,16 +238,13 @@ class EmbeddingBlock(_Block):
         rows = gz.detach().to(self.params[0].dtype).reshape(-1, self.module.embedding_dim)
         self._add("G", weight * fx.gram(rows), 0.0)
 
-    def update_inverse(self) -> int:
-        ea, eg = eigh_factor(self.factors["A"]), eigh_factor(self.factors["G"])
-        self.eig = (ea, eg)
-        return int(eg.fallback)
-
     def precondition(self, damping: float) -> list[torch.Tensor]:
-        ea, eg = self.eig
         w = self.module.weight
         gw = w.grad if w.grad is not None else torch.zeros_like(w)
-        return [kron_solve(eg, ea, gw.T, damping).T.contiguous()]
+        if self.explicit:
+            return [inverse_solve(*self._inverses(damping), gw.T).T.contiguous()]
+        ea, eg = self.eig
+        return [kron_solve(eg, ea, gw.T, damping, denom=self._denominator(damping)).T.contiguous()]
 
     def quad(self, deltas: list[torch.Tensor]) -> float:
         m = deltas[0].T
@@ -235,7 +273,7 @@ class NormBlock(_Block):
             u = u[:, : u.shape[1] // 2]
         self._add("F", weight * (fx.gram(u) if self.dense else (u * u).sum(0)), 0.0)
 
-    def update_inverse(self) -> int:
+    def update_inverse(self, damping: float | None = None) -> int:
         self.eig = eigh_factor(self.factors["F"])
         return int(self.eig.fallback)
 
@@ -263,20 +301,22 @@ class NormBlock(_Block):
 _NORMS = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
-def make_block(name: str, module: nn.Module, ekfac: bool = False) -> tuple[_Block | None, str]:
+def make_block(name: str, module: nn.Module, ekfac: bool = False,
+               inverse: str = "eigh") -> tuple[_Block | None, str]:
     """The block for ``module``, or ``(None, reason)`` when K-FAC does not support it; ``ekfac``
-    applies to Kronecker blocks (Embedding and normalization blocks stay as they are)."""
+    applies to Kronecker blocks, ``inverse="cholesky"`` to Kronecker blocks without EKFAC and to
+    Embedding blocks (normalization blocks always use their eigendecomposition)."""
     t = type(module)
     if t in (nn.Linear, nn.Conv1d, nn.Conv2d):
         if t is not nn.Linear and (module.groups != 1 or module.padding_mode != "zeros"
                                    or isinstance(module.padding, str)):
             return None, f"{t.__name__} with groups={module.groups}, padding={module.padding!r}, " \
                          f"padding_mode={module.padding_mode!r} (only groups=1 with numeric zero padding)"
-        return KroneckerBlock(name, module, ekfac), ""
+        return KroneckerBlock(name, module, ekfac, inverse), ""
     if t is nn.Embedding:
         if module.max_norm is not None or module.sparse:
             return None, "Embedding with max_norm or sparse gradients"
-        return EmbeddingBlock(name, module), ""
+        return EmbeddingBlock(name, module, inverse), ""
     if t in _NORMS:
         if getattr(module, "weight", None) is None:
             return None, ""  # no affine parameters: nothing to precondition

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from curvlens._rng import resolve_generator
+from curvlens.optim.kfac._distributed import group_sync
 from curvlens.optim.kfac._select import select_blocks
 from curvlens.optim.kfac._validate import check_options
 from curvlens.optim.kfac._weak_hook import WeakHook
@@ -92,7 +93,16 @@ class KFACPreconditioner:
         layers: names or modules to precondition (default: every supported layer).
         ekfac: eigenvalue-corrected K-FAC for the Linear and convolution layers; the damping
             is then added to the measured second moments directly (no pi-correction).
+        inverse: ``"cholesky"`` (default) keeps explicit inverses of the damped factors
+            (float64 Cholesky, recomputed when the damping changes; the eigendecomposition when
+            Cholesky fails; :mod:`curvlens.optim.kfac.explicit`): two matrix products per layer
+            and step. ``"eigh"`` keeps eigendecompositions (four products, damping changes for
+            free). EKFAC and normalization layers always use eigendecompositions.
         generator: ``torch.Generator`` or int seed for the Monte-Carlo targets.
+        process_group: None (this process alone), ``"world"`` or a ``torch.distributed``
+            process group: each rank runs its own shard; the step's statistics, gradients (unless
+            the model is ``DistributedDataParallel``) and loss are all-reduced in one bucket, so
+            every rank's preconditioner is identical (:mod:`curvlens.optim.kfac._distributed`).
 
     Example:
         >>> model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
@@ -106,23 +116,27 @@ class KFACPreconditioner:
         2
     """
 
-    def __init__(self, model: nn.Module, *, loss_fn: Any = None, damping: float = 1e-3,
-                 factor_decay: float = 0.95, update_every: int = 1, inverse_every: int = 10,
-                 fisher: str = "mc", kl_clip: float | None = 1e-3, lr: float = 1.0,
+    def __init__(self, model: nn.Module, *, loss_fn: Any = None, damping: float = 1e-2,
+                 factor_decay: float = 0.95, update_every: int = 5, inverse_every: int = 25,
+                 fisher: str = "mc", kl_clip: float | None = 1e-2, lr: float = 1.0,
                  layers: Iterable[str | nn.Module] | None = None, ekfac: bool = False,
-                 generator: torch.Generator | int | None = None):
+                 inverse: str = "cholesky", generator: torch.Generator | int | None = None,
+                 process_group: Any = None):
         check_options(model, damping=damping, factor_decay=factor_decay, update_every=update_every,
-                      inverse_every=inverse_every, fisher=fisher, kl_clip=kl_clip, lr=lr, ekfac=ekfac)
+                      inverse_every=inverse_every, fisher=fisher, kl_clip=kl_clip, lr=lr, ekfac=ekfac,
+                      inverse=inverse)
+        self.inverse = inverse
         self.ekfac = ekfac
         self.model, self.fisher, self.spec = model, fisher, loss_spec(loss_fn, fisher)
         self.damping, self.factor_decay = float(damping), float(factor_decay)
         self.update_every, self.inverse_every = update_every, inverse_every
         self.kl_clip, self.lr = kl_clip, float(lr)
         self.generator = resolve_generator(generator)
-        self.blocks, self.unsupported = select_blocks(model, layers, ekfac=ekfac)
+        self.blocks, self.unsupported = select_blocks(model, layers, ekfac=ekfac, inverse=inverse)
         if self.unsupported:
             logger.warning("K-FAC leaves these parameters to the base optimizer: %s", "; ".join(self.unsupported))
         self.steps = 0
+        self._last_inverse: int | None = None
         self.last_info: PreconditionInfo | None = None
         self._scale = 1.0
         self._pending: list = []
@@ -133,6 +147,7 @@ class KFACPreconditioner:
         for b in self.blocks.values():
             self._handles.append(self._weak(b.module, "_on_layer", b))
         self._handles.append(self._weak(model, "_model_hook"))
+        self.process_group, self._sync = group_sync(self, process_group)
 
     def _weak(self, module: nn.Module, method: str, *args):
         hook = WeakHook(self, method, *args)
@@ -213,6 +228,8 @@ class KFACPreconditioner:
             A :class:`PreconditionInfo`, also kept as :attr:`last_info`.
         """
         lr = self.lr if lr is None else float(lr)
+        if self._sync is not None:  # one all-reduce of this step's statistics and gradients (once per step)
+            self._sync.synchronize()
         updated = inverted = False
         fallbacks = 0
         if self.steps % self.update_every == 0:
@@ -222,9 +239,14 @@ class KFACPreconditioner:
                 logger.warning("K-FAC: no layer statistics were captured for step %d; run the forward and "
                                "backward with gradients enabled before pre.step()", self.steps)
         rebased = set()
+        # the first factor update at or after every inverse_every steps (also when update_every
+        # does not divide inverse_every)
+        due = updated and (self._last_inverse is None or self.steps - self._last_inverse >= self.inverse_every)
+        if due:
+            self._last_inverse = self.steps
         for name, b in self.blocks.items():
-            if b.factors and (b.eig is None or (updated and self.steps % self.inverse_every == 0)):
-                fallbacks += b.update_inverse()
+            if b.factors and (not b.ready or due):
+                fallbacks += b.update_inverse(self.damping)
                 inverted = True
                 rebased.add(name)
         for name, b in self.blocks.items():
@@ -232,13 +254,20 @@ class KFACPreconditioner:
                 b.update_scales(self.factor_decay, name in rebased)
         news, skipped = [], ""
         for b in self.blocks.values():
-            if b.eig is not None and b.grads_present():
+            if b.ready and b.grads_present():
                 news.append((b, b.precondition(self.damping)))
-        vg = sum(float((n * p.grad).sum()) for b, ns in news for n, p in zip(ns, b.params))
+        # <P g, g> and a finiteness probe of every new gradient in one synchronization: a sum
+        # is non-finite when any entry is (or when finite entries overflow: skipped as well)
+        pairs = [(n, p.grad) for b, ns in news for n, p in zip(ns, b.params)]
+        vg, probe = 0.0, 0.0
+        if pairs:
+            sums = torch.stack([torch.stack([torch.vdot(n.reshape(-1), g.reshape(-1)), n.sum()]).double()
+                                for n, g in pairs]).sum(0).tolist()
+            vg, probe = float(sums[0]), float(sums[1])
         nu = 1.0
         if self.kl_clip is not None and vg > 0:
             nu = min(1.0, math.sqrt(self.kl_clip / (lr * lr * vg)))
-        if not math.isfinite(vg) or not all(bool(torch.isfinite(n).all()) for _, ns in news for n in ns):
+        if not (math.isfinite(vg) and math.isfinite(probe)):
             skipped, news = "non-finite preconditioned gradient; gradients left unchanged", []
             logger.warning("K-FAC step %d: %s", self.steps, skipped)
         for b, ns in news:
@@ -270,7 +299,7 @@ class KFACPreconditioner:
 
     def state_dict(self) -> dict:
         """Factors, eigendecompositions in use, step counter, damping and generator state."""
-        return {"steps": self.steps, "damping": self.damping, "fisher": self.fisher,
+        return {"steps": self.steps, "last_inverse": self._last_inverse, "damping": self.damping, "fisher": self.fisher,
                 "generator": self.generator.get_state(),
                 "blocks": {n: b.state() for n, b in self.blocks.items()}}
 
@@ -281,6 +310,8 @@ class KFACPreconditioner:
             raise ValueError(f"state: expected K-FAC blocks {sorted(self.blocks)}, got {sorted(state['blocks'])}; "
                              "load a state_dict saved from the same model and layers=")
         self.steps, self.damping = int(state["steps"]), float(state["damping"])
+        last = state.get("last_inverse", self.steps - 1 - (self.steps - 1) % self.inverse_every)
+        self._last_inverse = None if last is None or last < 0 else int(last)
         self.generator.set_state(state["generator"])
         for n, b in self.blocks.items():
             b.load(state["blocks"][n])

@@ -84,7 +84,7 @@ def test_scales_are_the_exact_curvature_diagonal_in_the_eigenbasis(case, fisher)
 def test_scales_are_moving_averaged_in_a_fixed_basis():
     model, x, y, f = _linear_case(1)
     pre = KFACPreconditioner(model, loss_fn=nn.CrossEntropyLoss(), fisher="type2", factor_decay=0.25,
-                             inverse_every=100, kl_clip=None, ekfac=True)
+                             update_every=1, inverse_every=100, kl_clip=None, ekfac=True)
     layer, refs = model[0], []
     for xb, yb in ((x[:10], y[:10]), (x[10:], y[10:])):
         model.zero_grad()

@@ -165,7 +165,7 @@ def test_mc_factors_converge_to_type2():
     x, y = torch.randn(10, 3, generator=g), torch.randint(0, 3, (10,), generator=g)
     exact = _one_step(model, x, y).blocks["2"].factors["G"]
     pre = KFACPreconditioner(model, loss_fn=nn.CrossEntropyLoss(), fisher="mc", factor_decay=0.0,
-                             inverse_every=10**6, generator=7)
+                             update_every=1, inverse_every=10**6, generator=7)
     draws = []
     for _ in range(800):
         model.zero_grad()

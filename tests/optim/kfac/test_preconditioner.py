@@ -208,7 +208,7 @@ def test_from_analysis_records_why():
 
     res = SimpleNamespace(summary=lambda: {"lambda_max": 50.0, "saddle_verdict": "near_minimum"})
     opt = KFAC.from_analysis(res, _mlp(), nn.CrossEntropyLoss(), generator=0)
-    assert opt.pre.damping == pytest.approx(0.05) and opt.param_groups[0]["lr"] == pytest.approx(0.1)
+    assert opt.pre.damping == pytest.approx(0.05) and opt.param_groups[0]["lr"] == pytest.approx(0.5)  # 1 - momentum
     assert any("lambda_max" in n for n in opt.settings_notes)
     opt = KFAC.from_analysis(res, _mlp(), nn.CrossEntropyLoss(), lr=0.3)
     assert opt.param_groups[0]["lr"] == 0.3 and any("given explicitly" in n for n in opt.settings_notes)

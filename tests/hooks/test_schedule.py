@@ -1,0 +1,164 @@
+"""The cost accounts of the adaptive schedule, with injected clocks (no real timing)."""
+
+import logging
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import curvlens.hooks.monitor as monitor_module
+from curvlens.hooks import CurvatureMonitor, Schedule
+from curvlens.operators import HessianOperator
+
+
+def _simulate(s, steps, step_cost, record_cost, rng=None, noise=0.0):
+    """Train ``steps`` steps on a fake clock; returns the measured steps and the clock."""
+    now, measured, after = 0.0, [], []
+    for t in range(1, steps + 1):
+        now += step_cost * (1 + noise * rng.uniform(-1, 1)) if rng is not None else step_cost
+        if s.due(t, now):
+            c = record_cost(len(measured))
+            now += c
+            s.done(c, now)
+            measured.append(t)
+            after.append(s.fraction)
+    return measured, after, now
+
+
+def test_slowdown_holds_within_a_point_with_setup_and_noisy_costs():
+    rng = np.random.default_rng(0)
+    s = Schedule(overhead=0.05)
+    s.charge(1.0, now=0.0)  # construction and pilot products, before any training
+    s.expect(0.75)
+    costs = 0.5 * (1 + 0.3 * rng.uniform(-1, 1, size=100))
+    measured, after, _ = _simulate(s, 20000, 0.01, lambda k: float(costs[k]), rng, noise=0.5)
+    assert len(measured) >= 10
+    # monitoring time (setup included) / training time: (time with / time without) - 1
+    assert s.monitor_time == pytest.approx(1.0 + costs[: len(measured)].sum())
+    assert abs(s.fraction - 0.05) <= 0.01
+    assert max(after) <= 0.05 * 1.35  # at most one record's cost noise above the target after a record
+
+
+def test_first_record_waits_until_training_paid_for_setup_and_the_guess():
+    s = Schedule(overhead=0.1)
+    s.charge(1.0, now=0.0)
+    s.expect(0.5)
+    assert s.expected_cost == 0.5 and s.setup_time == 1.0
+    assert not s.due(1, now=14.9)  # 1 + 0.5 > 0.1 * 14.9
+    assert s.due(2, now=15.0)  # 1 + 0.5 <= 0.1 * 15
+    s.done(0.7, now=15.7)
+    assert s.expected_cost == 0.7 and s.fraction == pytest.approx(1.7 / 15.0)
+
+
+def test_an_underestimated_first_record_is_paid_back():
+    s = Schedule(overhead=0.05)
+    s.charge(0.5, now=0.0)
+    s.expect(0.5)  # the guess; each record really costs 2 s
+    measured, after, _ = _simulate(s, 60000, 0.01, lambda k: 2.0)
+    assert after[0] > 0.05  # the first record overshoots: its cost was not known
+    assert all(f <= 0.05 + 1e-12 for f in after[1:])  # afterwards the true cost is charged in advance
+    assert abs(s.fraction - 0.05) <= 0.01 and len(measured) >= 10
+
+
+def test_expected_cost_is_the_mean_or_the_last_if_larger():
+    s = Schedule(overhead=0.5)
+    assert math.isnan(s.expected_cost) and s.due(1, now=0.0)  # no guess: the first call measures
+    for c in (1.0, 3.0, 1.0):
+        s.done(c, now=0.0)
+    assert s.expected_cost == pytest.approx(5.0 / 3.0)
+    s.done(4.0, now=0.0)
+    assert s.expected_cost == 4.0
+    assert Schedule(every=7).fraction == 0.0
+
+
+class _FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def _fake_costs(monkeypatch, product_seconds):
+    """Every product advances the fake clock by ``product_seconds``; the monitor reads it."""
+    clock = _FakeClock()
+    monkeypatch.setattr(monitor_module, "_clocks", lambda: (clock, clock))
+    real = HessianOperator._matmat
+
+    def timed(self, V):
+        clock.now += product_seconds * V.shape[1]
+        return real(self, V)
+
+    monkeypatch.setattr(HessianOperator, "_matmat", timed)
+    return clock
+
+
+def _problem():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(24, 3, generator=g, dtype=torch.float64), torch.randn(24, 1, generator=g, dtype=torch.float64)
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1)).double(), x, y
+
+
+def test_monitor_charges_its_setup_and_holds_the_target_on_an_injected_clock(monkeypatch):
+    clock = _fake_costs(monkeypatch, 1.0)
+    model, x, y = _problem()
+    mon = CurvatureMonitor(model, nn.MSELoss(), (x, y), overhead=0.05, lanczos_steps=10)
+    assert mon.setup_seconds == 2.0 and mon.schedule.monitor_time == 2.0  # the two pilot products
+    assert mon.schedule.expected_cost == pytest.approx(1.25 * (10 + 1))  # no rebuild time on this clock
+    first = None
+    for t in range(1, 8001):
+        clock.now += 0.5  # a training step
+        rec = mon.step(t, lr=0.1)
+        first = first or (rec and rec.step)
+    assert first == math.ceil((2.0 + 13.75) / 0.05 / 0.5)  # training paid for setup + guess (0.5 s a step)
+    assert len(mon.records) >= 10
+    assert all(r.values["seconds"] == r.values["matvecs"] for r in mon.records)  # records charged in full
+    assert abs(mon.overhead_fraction - 0.05) <= 0.01
+    assert mon.overhead_fraction == pytest.approx(mon.schedule.monitor_time / (8000 * 0.5))
+
+
+def test_fixed_every_warns_once_when_monitoring_dominates(monkeypatch, caplog):
+    clock = _fake_costs(monkeypatch, 1.0)
+    model, x, y = _problem()
+    mon = CurvatureMonitor(model, nn.MSELoss(), (x, y), every=10, lanczos_steps=10)
+    with caplog.at_level(logging.WARNING, logger="curvlens.hooks"):
+        for t in range(1, 51):
+            clock.now += 0.1
+            mon.step(t, lr=0.01)
+    msgs = [r.getMessage() for r in caplog.records if "costs" in r.getMessage()]
+    assert len(msgs) == 1 and "measuring every 10 steps costs 1000% of the training time" in msgs[0]
+    assert "pass overhead=0.05" in msgs[0]
+
+
+def test_cheap_fixed_every_does_not_warn(monkeypatch, caplog):
+    clock = _fake_costs(monkeypatch, 0.001)
+    model, x, y = _problem()
+    mon = CurvatureMonitor(model, nn.MSELoss(), (x, y), every=10, lanczos_steps=10)
+    with caplog.at_level(logging.WARNING, logger="curvlens.hooks"):
+        for t in range(1, 51):
+            clock.now += 0.1
+            mon.step(t, lr=0.01)
+    assert len(mon.records) == 5 and not [r for r in caplog.records if "costs" in r.getMessage()]
+
+
+def test_records_run_without_cyclic_gc_and_restore_its_state():
+    import gc
+
+    model, x, y = _problem()
+    mon = CurvatureMonitor(model, nn.MSELoss(), (x, y), lanczos_steps=10)
+    seen = []
+    real = mon.measurer.measure
+    enabled = gc.isenabled()
+    try:
+        mon.measurer.measure = lambda view, step: (seen.append(gc.isenabled()), real(view, step))[1]
+        gc.enable()
+        mon.measure(1, lr=0.1)
+        assert seen == [False] and gc.isenabled()  # off inside the record, back on after
+        gc.disable()
+        mon.measure(2, lr=0.1)
+        assert seen == [False, False] and not gc.isenabled()  # a disabled collector stays disabled
+    finally:
+        (gc.enable if enabled else gc.disable)()
