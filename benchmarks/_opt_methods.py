@@ -80,7 +80,8 @@ def _lbfgs(inst, lr, seed):
 #: Jacobian where M * D is small, else autograd; curvature on half of each batch). The PINN's model
 #: differentiates with respect to its inputs inside ``forward``, so torch.func cannot build per-sample
 #: gradients or Jacobians: its Jacobian is built by vmapped one-hot backward passes on sub-batches
-#: (JacobianGGNOperator's "batched" route) and CG runs unpreconditioned on all 130 points. On the autoencoder the empirical-Fisher diagonal (per-sample gradients of 300 samples x
+#: (JacobianGGNOperator's "batched" route) and CG runs unpreconditioned on all 130 points. On the
+#: autoencoder the empirical-Fisher diagonal (per-sample gradients of 300 samples x
 #: 37,896 parameters) cost ~40% of a step and did not pay for itself: CG runs unpreconditioned.
 NEWTON_CG_OPTIONS = {"pinn": {"preconditioner": None, "curvature_fraction": 1.0},
                      "autoencoder": {"preconditioner": None}}
@@ -183,7 +184,8 @@ def register_defaults() -> None:  # noqa: F811 - extends the methods by K-FAC
 
 # ---------------------------------------------------------------------- K-FAC at its defaults
 #: K-FAC with every setting at the library's defaults (damping 1e-2, statistics every 5 steps,
-#: inverses every 25, KL clip 1e-2, momentum 0.5, Monte-Carlo Fisher); only ``lr`` is tuned
+#: inverses every 25 as explicit Cholesky inverses of the damped factors, KL clip 1e-2,
+#: momentum 0.5, Monte-Carlo Fisher); only ``lr`` is tuned
 KFAC_DEFAULT_LRS = (0.1, 0.3, 0.5, 1.0)
 
 _register_defaults_before_kfac_defaults = register_defaults

@@ -7,7 +7,8 @@ multiple of it. Target: the 1M-parameter MLP on 2,000 samples in under 2 minutes
 With ``--memory``, each model's ``analyze`` runs instead in a fresh subprocess (1 torch thread)
 that reports its peak memory above start: the process's resident-set high-water mark
 (``VmHWM``, reset through ``/proc/self/clear_refs`` just before ``analyze``; ``ru_maxrss`` where
-that is unavailable) minus the resident set just before ``analyze``, overall and per stage.
+that is unavailable) minus the resident set just before ``analyze``, overall and per stage, and
+the resident set at each stage's end (memory the allocator kept: a floor under the next stage's peak).
 tracemalloc does not see torch's CPU allocator, so RSS is the measure. Beside it the model of
 what must be held: the retained graphs (``graph_bytes`` of the same operator) plus the largest
 Krylov basis a stage kept (vectors x D x itemsize). Target: <= 600 MB above start on the 1.1M MLP.
@@ -120,10 +121,12 @@ def memory_child(name: str, n: int, budget: int | None) -> dict:
     resettable = _reset_peak()
     rss0 = _status_kib("VmRSS") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     stages: dict[str, float] = {}
+    after: dict[str, float] = {}  # resident set at the end of each stage (a floor for the next one's peak)
 
     def cb(stage, done, total):
         if done == total == 1:
             stages[stage] = max(stages.get(stage, 0.0), (_peak_kib() - rss0) / 1024)
+            after[stage] = ((_status_kib("VmRSS") or rss0) - rss0) / 1024
             if resettable:
                 _reset_peak()
 
@@ -141,7 +144,7 @@ def memory_child(name: str, n: int, budget: int | None) -> dict:
     if res.density is not None:
         vecs["density"] = res.density.info.matvecs + res.density.num_probes
     basis = max(vecs.values(), default=0) * D * item / 2**20
-    return {"model": name, "params": D, "peak_mb": peak, "stages_mb": stages, "graph_mb": op.graph_bytes / 2**20,
+    return {"model": name, "params": D, "peak_mb": peak, "stages_mb": stages, "rss_after_mb": after, "graph_mb": op.graph_bytes / 2**20,
             "basis_vectors": vecs, "basis_mb": basis, "exact_peak_reset": resettable, "matvecs": res.info.matvecs}
 
 
@@ -157,6 +160,8 @@ def memory_main(args) -> None:
         print(f"{name}: per-stage peak above start (MB): "
               + ", ".join(f"{k} {v:.0f}" for k, v in r["stages_mb"].items())
               + f"; basis vectors {r['basis_vectors']}", flush=True)
+        print(f"{name}: resident set above start at each stage's end (MB): "
+              + ", ".join(f"{k} {v:.0f}" for k, v in r["rss_after_mb"].items()), flush=True)
     print("peak memory of analyze at the defaults, RSS high-water mark above the RSS just before it, "
           "fresh subprocess, 1 torch thread")
     head = ("model", "params", "matvecs", "peak MB above start", "retained graphs MB", "Krylov basis MB",

@@ -292,7 +292,9 @@ def _batch(spec, mods, first, x, y, weight, acc, i, residual) -> None:
     S0, sgn0 = _output_factors(spec, out, y, weight, psd=not residual)
     N = out.shape[0]
     width = max([out.shape[1]] + [t.shape[1] for t in inputs if t.ndim == 2])
-    step = max(1, min(N, _CHUNK_ELEMENTS // max(1, width * (width + out.shape[1]))))
+    # per sample: the residual factors can grow to a dense (h, h); without them, C factors of width h
+    per_sample = width * (width + out.shape[1]) if residual else width * out.shape[1]
+    step = max(1, min(N, _CHUNK_ELEMENTS // max(1, per_sample)))
     for s in range(0, N, step):
         sl = slice(s, min(N, s + step))
         cur, grad = _Curvature(S0[sl], None if sgn0 is None else sgn0[sl]), None if g is None else g[sl]

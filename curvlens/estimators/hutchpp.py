@@ -37,6 +37,7 @@ def hutchpp_sketch(op, num_sketch: int, *, probe: str, chunk: int, gen: torch.Ge
 
 
 #: residual probes processed together: each group is reduced to per-slice sums before the next
+#: (a batched product's transient memory grows with its number of vectors)
 PROBE_GROUP = 4
 #: rows per slice of the streamed row sums (one slice at a time is widened to float64)
 ROW_SLAB = 1 << 16
@@ -169,7 +170,7 @@ def hutchpp_trace(
             ``stderr / |estimate| <= target_rstderr`` or ``max_matvecs`` is spent.
         max_matvecs: budget cap of adaptive mode (default ``10 * num_matvecs``).
         per_block: also estimate each block's trace (``op.blocks``), free of extra products.
-        chunk_size: vectors per ``op.matmat`` call.
+        chunk_size: vectors per ``op.matmat`` call (residual probes: at most :data:`PROBE_GROUP`).
         generator: ``torch.Generator``, int seed or None (fresh seed, recorded in ``info``).
         callback: ``callback(matvecs_done, matvecs_budget)`` after each stage.
 

@@ -37,7 +37,8 @@ benchmark Hessian (exact spectrum, 8 seeds, 100 steps): W1 1.10e-4 against 1.88e
 plain Gauss rule of the same run.
 
 The later probes run as independent recurrences that share batched products
-(:mod:`curvlens.estimators._multi_lanczos`), in groups whose bases fit in 512 MiB.
+(:mod:`curvlens.estimators._multi_lanczos`), in groups whose bases fit in 64 MiB; at larger
+``D`` they run one at a time (one basis alive, no float64 copy of it).
 """
 
 from __future__ import annotations
@@ -50,8 +51,10 @@ from curvlens.linalg.lanczos import lanczos
 from curvlens.operators.base import CurvatureOperator
 
 
-#: memory for the Lanczos bases of one group of probes run together
-_BASIS_BYTES = 512 * 2**20
+#: memory for the Lanczos bases of one group of probes run together. A group shares batched
+#: products; above this size the probes run one after another and only one probe's basis
+#: (in the operator's dtype) is alive at a time, reduced to its tridiagonal before the next.
+_BASIS_BYTES = 64 * 2**20
 
 
 class _Projected(CurvatureOperator):
@@ -182,6 +185,7 @@ def run_slq(op, V: torch.Tensor, num_steps: int, *, deflate: bool, fill_budget: 
             target = _Projected(op, Y)
         if theta_y.size == D:  # every eigenpair converged: the measure is exact
             rows[0] = (theta_y, np.full(D, 1.0 / D))
+        del res, S  # the pilot's basis is not needed once Y holds its converged Ritz vectors
         start = 1
     for g0 in range(start, P, group):
         run_group(V[:, g0 : g0 + group], m)

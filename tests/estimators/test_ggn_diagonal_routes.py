@@ -108,3 +108,11 @@ def test_frozen_extractor_subset_float32_and_state():
     ref = torch.diagonal(GGNOperator(_mlp(nn.Sigmoid), nn.CrossEntropyLoss(), _data((6, 3), 4, 3)).to_dense())
     assert res.estimate.dtype == torch.float64 and _FAST in res.info.status
     torch.testing.assert_close(res.estimate, ref, rtol=1e-4, atol=1e-7)
+
+
+def test_chunked_samples(monkeypatch):
+    import curvlens.estimators.diagonal_hessian as dh
+
+    G = GGNOperator(_mlp(nn.Tanh), nn.CrossEntropyLoss(), _data((9, 4), 4, 3))
+    monkeypatch.setattr(dh, "_CHUNK_ELEMENTS", 40)  # 2 samples per chunk
+    _check_both_routes(G, _FAST)

@@ -117,3 +117,31 @@ def test_bad_product_arguments():
         NewtonCG(_model(), nn.BCEWithLogitsLoss(), product="x")
     with pytest.raises(ValueError, match=r"^max_jacobian_entries: expected a positive integer, got 0"):
         NewtonCG(_model(), nn.BCEWithLogitsLoss(), max_jacobian_entries=0)
+
+
+class _CenteredDerivative(nn.Module):
+    """Samples interact through a batch mean, and forward calls autograd.grad (no torch.func)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(3, 4), nn.Linear(4, 1)
+
+    def forward(self, x):
+        with torch.enable_grad():
+            xr = x.detach().requires_grad_(True)
+            h = torch.tanh(self.a(xr))
+            u = self.b(h * (1.0 + h.mean(0, keepdim=True)))
+            return u + torch.autograd.grad(u.sum(), xr, create_graph=True)[0][:, :1]
+
+
+def test_interacting_samples_without_torch_func_use_autograd_after_one_exact_step():
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        model = _CenteredDerivative().to(DT)
+    opt = NewtonCG(model, "mse", curvature_fraction=1.0, generator=0)
+    batch = _data(2, n=80)
+    opt.step(batch)  # the sub-batch check fails: this step's Jacobian comes from full-batch backward passes
+    assert opt.products.last_route == "jacobian" and opt.products.disabled
+    assert opt.products.reason == "Jacobian route unavailable (no per-sample Jacobian: the samples interact)"
+    opt.step(batch)
+    assert opt.products.last_route == "autograd" and opt.last_step.accepted
