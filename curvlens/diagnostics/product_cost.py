@@ -77,7 +77,9 @@ def measure_product_cost(op: Any, v: torch.Tensor, *, pairs: int = COST_PAIRS,
         >>> import torch
         >>> from torch import nn
         >>> from curvlens.operators import HessianOperator
-        >>> x, y = torch.randn(32, 3, dtype=torch.float64), torch.randint(0, 2, (32,))
+        >>> g = torch.Generator().manual_seed(0)
+        >>> x = torch.randn(32, 3, dtype=torch.float64, generator=g)
+        >>> y = torch.randint(0, 2, (32,), generator=g)
         >>> op = HessianOperator(nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double(),
         ...                      nn.CrossEntropyLoss(), (x, y))
         >>> c = measure_product_cost(op, torch.ones(op.dim, dtype=torch.float64))
