@@ -17,7 +17,9 @@ fit are skipped with a note; eigensolvers that run out of products return
 
 from __future__ import annotations
 
+import ctypes
 import re
+import sys
 import time
 import warnings
 from typing import Any, Callable, Iterable
@@ -42,6 +44,31 @@ __all__ = ["analyze", "ANALYSES", "DEFAULT_BUDGET", "FRACTIONS", "parse_budget"]
 ANALYSES = ("conditioning", "sharpness", "saddle", "density", "trace", "noise", "gradient_noise", "per_layer")
 DEFAULT_BUDGET = 300
 _UNITS = {"s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+_LIBC: Any = None  # glibc handle once looked up, False where malloc_trim is unavailable
+
+
+def _release_freed_memory() -> bool:
+    """Return the C heap's free pages to the OS (glibc ``malloc_trim(0)``); False where unavailable.
+
+    glibc keeps freed blocks below its (dynamic) mmap threshold in the heap, so a stage's freed
+    Krylov vectors would otherwise stay in the resident set and add to the next stage's peak.
+    Other C libraries and platforms: nothing is done.
+    """
+    global _LIBC
+    if _LIBC is None:
+        _LIBC = False
+        if sys.platform.startswith("linux"):
+            try:
+                lib = ctypes.CDLL(None)
+                if hasattr(lib, "malloc_trim") and hasattr(lib, "gnu_get_libc_version"):
+                    lib.malloc_trim.argtypes, lib.malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
+                    _LIBC = lib
+            except OSError:
+                pass
+    if _LIBC is False:
+        return False
+    _LIBC.malloc_trim(0)
+    return True
 
 
 def parse_budget(budget: Any, budget_seconds: Any = None) -> tuple[int | None, float | None]:
@@ -216,6 +243,7 @@ def analyze(
             continue
         ctx.out[stage.name], used = ran
         ctx.budget.spend(stage.name, used)
+        _release_freed_memory()  # the stage's freed vectors leave the resident set before the next stage
         if callback is not None and stage.reports:
             callback(stage.name, 1, 1)
     return _assemble(ctx, t0, M, lr, momentum)

@@ -1,7 +1,8 @@
 """Suggested hyperparameters and cost per step of each candidate, derived from measurements.
 
 - learning rate of SGD from ``lambda_max`` and the stability threshold ``(2 + 2 beta)/lr``, with a
-  margin for the growth of sharpness during training;
+  margin for the growth of sharpness during training, scaled by ``1/(1 + B_noise/B)`` at a
+  mini-batch (McCandlish et al. 2018);
 - learning rate of Adam from the curvature along its early step ``sign(g)`` (measured);
 - initial damping from the spectrum (bounds the damped condition number, and exceeds
   ``|lambda_min|`` when the curvature is indefinite);
@@ -90,17 +91,44 @@ def sgd_lr(m: Measurements, beta: float) -> tuple[float | None, float | None, fl
     return T.LR_FRACTION_OF_THRESHOLD * limit / margin, limit, margin
 
 
+def noise_lr_factor(m: Measurements, ctx: RecommendationContext) -> tuple[float, str | None]:
+    """``(factor, reason)``: the step at batch ``B`` over the noise-free step, ``1 / (1 + B_noise / B)``.
+
+    McCandlish et al. 2018 (eq. 2.7): with gradient noise of scale ``B_noise`` (``gradient_noise_scale``,
+    tr(Sigma)/|G|^2), the step that decreases the quadratic model most in expectation at batch ``B``
+    is the noise-free one times ``1 / (1 + B_noise / B)``. A full batch has exact gradients (factor 1),
+    and without a measured noise scale there is nothing to scale by (factor 1, reason None).
+
+    Example:
+        >>> from curvlens.recommend.evidence import Measurements
+        >>> from curvlens.recommend.context import RecommendationContext
+        >>> noise_lr_factor(Measurements({"gradient_noise_scale": 96.0, "num_samples": 1000}),
+        ...                 RecommendationContext(batch_size=32))[0]
+        0.25
+    """
+    bn, b = m.num("gradient_noise_scale"), ctx.batch_size
+    if bn is None or bn <= 0 or b is None or m.full_batch(b, ctx.dataset_size):
+        return 1.0, None
+    f = 1.0 / (1.0 + bn / b)
+    return f, (f"x {fmt(f, 3)} = 1/(1 + B_noise/B) with gradient noise scale {fmt(bn)} at batch {b}, the step that "
+               "lowers the loss most in expectation under mini-batch noise (McCandlish et al. 2018)")
+
+
 def _sgd(m: Measurements, ctx: RecommendationContext, notes: list[str]):
     beta = ctx.momentum if ctx.momentum is not None and ctx.momentum > 0 else T.DEFAULT_MOMENTUM
     lr, limit, margin = sgd_lr(m, beta)
+    factor, noise_why = noise_lr_factor(m, ctx)
+    if lr is not None:
+        lr *= factor
     hp = {"lr": lr, "momentum": beta, "lr_stability_limit": limit}
     if lr is None:
         notes.append("note: lr not derived: measure lambda_max (lr = (1 + momentum) / lambda_max / margin)")
     else:
         why = sharpening_margin(m)[1]
         notes.append(f"note: lr {fmt(lr)} = {T.LR_FRACTION_OF_THRESHOLD} x stability limit (2+2*{fmt(beta)})/"
-                     f"lambda_max = {fmt(limit)}, divided by {fmt(margin, 3)} ({why}): stable until lambda_max "
-                     f"grows {fmt(margin / T.LR_FRACTION_OF_THRESHOLD, 3)}x")
+                     f"lambda_max = {fmt(limit)}, divided by {fmt(margin, 3)} ({why})"
+                     + (f", {noise_why}" if noise_why else "")
+                     + f": stable until lambda_max grows {fmt(margin / T.LR_FRACTION_OF_THRESHOLD / factor, 3)}x")
     return hp, 1.0, notes
 
 

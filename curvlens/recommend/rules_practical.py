@@ -80,8 +80,9 @@ def rule_curvature_noise(m: Measurements, ctx: RecommendationContext, out: Outco
 def rule_gradient_noise(m: Measurements, ctx: RecommendationContext, out: Outcome) -> None:
     """Batch size against the gradient noise scale B_noise = tr(Sigma)/|g|^2 (McCandlish et al. 2018).
 
-    Far below B_noise steps are noise-limited (first-order methods are compute-efficient); above it
-    they are curvature-limited and preconditioning pays off (Zhang et al. 2019). Full batch is
+    Far below B_noise steps are noise-limited (first-order methods are compute-efficient); between
+    that and B_noise preconditioning hardly cuts the steps, so SGD-momentum's cheaper step is
+    favoured; above it they are curvature-limited and preconditioning pays off (Zhang et al. 2019). Full batch is
     deterministic: line-search methods (L-BFGS) are reliable, and a full batch at or above B_noise
     is curvature-limited like any batch that large (a full batch cannot be noise-limited).
     """
@@ -119,6 +120,32 @@ def _gradient_noise_scale(m: Measurements, b: int, out: Outcome, *, full: bool =
         out.support("kfac", 0.6, reason)
         out.support("newton_cg", 0.4, reason)
         out.support(("adamw", "diag_hessian"), 0.3, reason)
+    elif not full:
+        _below_critical_batch(m, b, bn, frac, out)
+
+
+def _below_critical_batch(m: Measurements, b: int, bn: float, frac: float, out: Outcome) -> None:
+    """A mini-batch below the gradient noise scale but not far below it.
+
+    Below the critical batch (~B_noise) the steps a method needs to reach a loss depend on the
+    batch, not on its preconditioning: SGD-momentum, Adam and K-FAC need about the same number
+    (Zhang et al. 2019, noisy quadratic model; McCandlish et al. 2018), so the cheaper step wins
+    a fixed-time race. Of the first-order methods SGD-momentum has the cheaper step: Adam's update
+    is SGD-momentum's plus a second-moment update and a division per weight, never fewer
+    operations. The measured step times (``step_seconds_<candidate>``) are stated as the size of
+    that difference. Curvature methods are left to the rules on their own cost and on the
+    curvature noise (their factors may still pay back at this batch).
+    """
+    sgd, adam = m.num("step_seconds_sgd_momentum"), m.num("step_seconds_adamw")
+    if sgd is not None and adam is not None and sgd > 0 and adam > 0:
+        how = f"measured: SGD {fmt(sgd, 3)} s, Adam {fmt(adam, 3)} s per step"
+    else:
+        how = "one gradient per step; Adam adds a second-moment update and a division per weight"
+    reason = (f"batch {b} is {fmt(frac)} of the gradient noise scale {fmt(bn)} ({T.NOISE_DOMINATED_FRACTION} to "
+              f"{T.CURVATURE_LIMITED_FRACTION}): below the critical batch first-order methods need about the same "
+              f"steps with or without preconditioning (Zhang et al. 2019), so SGD-momentum's cheaper step wins "
+              f"({how})")
+    out.support("sgd_momentum", T.BELOW_CRITICAL_CHEAPER_STEP, reason)
 
 
 def _minibatch_line_search(out: Outcome, b: int, total: int) -> None:

@@ -63,6 +63,10 @@ NOISE_DOMINATED_FRACTION = 0.1
 #: batch_size / gradient_noise_scale above this: steps are curvature-limited, preconditioning
 #: keeps paying off as the batch grows (Zhang et al. 2019).
 CURVATURE_LIMITED_FRACTION = 1.0
+#: support for the first-order method with the cheaper step when the batch lies between
+#: NOISE_DOMINATED_FRACTION and CURVATURE_LIMITED_FRACTION of the gradient noise scale (steps to a
+#: loss then hardly depend on the preconditioner; Zhang et al. 2019).
+BELOW_CRITICAL_CHEAPER_STEP = 0.3
 
 # --- cost (DESIGN.md: an HVP costs 1.1-1.9 gradients with a retained graph, 2-3 recomputed).
 

@@ -162,3 +162,52 @@ def test_records_run_without_cyclic_gc_and_restore_its_state():
         assert seen == [False, False] and not gc.isenabled()  # a disabled collector stays disabled
     finally:
         (gc.enable if enabled else gc.disable)()
+
+
+class _CountingClock(_FakeClock):
+    def __init__(self):
+        super().__init__()
+        self.reads = 0
+
+    def __call__(self):
+        self.reads += 1
+        return self.now
+
+
+def _run_counting(monkeypatch, steps, step_seconds, skip=True, **kw):
+    """Drive a monitor step by step on a counting fake clock; returns it, the measured steps and
+    the clock reads made by calls that did not measure."""
+    clock = _CountingClock()
+    monkeypatch.setattr(monitor_module, "_clocks", lambda: (clock, clock))
+    real = HessianOperator._matmat
+
+    def timed(self, V):
+        clock.now += 1.0 * V.shape[1]
+        return real(self, V)
+
+    monkeypatch.setattr(HessianOperator, "_matmat", timed)
+    model, x, y = _problem()
+    mon = CurvatureMonitor(model, nn.MSELoss(), (x, y), lanczos_steps=10, **kw)
+    if not skip:
+        mon._plan_skip = lambda: None
+    idle_reads = 0
+    for t in range(1, steps + 1):
+        clock.now += step_seconds
+        before = clock.reads
+        if mon.step(t, lr=0.1) is None:
+            idle_reads += clock.reads - before
+    return mon, [r.step for r in mon.records], idle_reads
+
+
+def test_fixed_every_reads_no_clock_between_records(monkeypatch):
+    mon, steps, idle_reads = _run_counting(monkeypatch, 50, 0.1, every=10)
+    assert steps == [10, 20, 30, 40, 50] and idle_reads == 0
+
+
+def test_adaptive_schedule_reads_the_clock_rarely_and_measures_the_same_steps(monkeypatch):
+    mon, steps, idle_reads = _run_counting(monkeypatch, 8000, 0.5, overhead=0.05)
+    ref, ref_steps, ref_reads = _run_counting(monkeypatch, 8000, 0.5, skip=False, overhead=0.05)
+    assert len(steps) >= 10 and steps == ref_steps  # skipping calls changes no decision
+    assert ref_reads == 8000 - len(ref_steps)  # without skipping: one read per idle call
+    assert idle_reads < 0.05 * ref_reads
+    assert mon.overhead_fraction == pytest.approx(ref.overhead_fraction)  # skipped calls counted at the mean

@@ -140,3 +140,41 @@ def test_step_seconds_is_measured_and_leaves_the_model_alone():
     assert torch.equal(torch.random.get_rng_state(), rng)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
     assert step_seconds("adamw", {"lr": -1.0}, model, loss_fn, data) is None  # cannot be built
+
+
+def test_a_minibatch_below_the_noise_scale_favours_the_cheaper_first_order_step():
+    # 64 / 172 = 0.37: between the noise-dominated (0.1) and curvature-limited (1.0) fractions
+    mid = fire("gradient_noise", {"num_samples": 512, "gradient_noise_scale": 172.0,
+                                  "step_seconds_sgd_momentum": 0.003, "step_seconds_adamw": 0.0047}, batch_size=64)
+    w = weights(mid)
+    assert w["sgd_momentum"] == pytest.approx(0.3) and "adamw" not in w and "kfac" not in w
+    why = next(e.reason for e in mid.evidence if e.optimizer == "sgd_momentum")
+    assert "batch 64 is 0.3721 of the gradient noise scale 172 (0.1 to 1.0)" in why
+    assert "measured: SGD 0.003 s, Adam 0.0047 s per step" in why
+    # without timings the reason says where the cheaper step comes from, not a measurement
+    untimed = fire("gradient_noise", {"num_samples": 512, "gradient_noise_scale": 172.0}, batch_size=64)
+    why = next(e.reason for e in untimed.evidence if e.optimizer == "sgd_momentum")
+    assert "measured" not in why and "second-moment update" in why
+    # the same batch at full batch, or far below / above the noise scale, does not take this branch
+    full = fire("gradient_noise", {"num_samples": 64, "gradient_noise_scale": 172.0}, batch_size=64)
+    far = fire("gradient_noise", {"num_samples": 512, "gradient_noise_scale": 1000.0}, batch_size=64)
+    above = fire("gradient_noise", {"num_samples": 512, "gradient_noise_scale": 20.0}, batch_size=64)
+    for out in (full, far, above):
+        assert not any("below the critical batch first-order" in e.reason for e in out.evidence)
+
+
+def test_sgd_lr_is_scaled_by_the_measured_gradient_noise_at_a_minibatch_only():
+    from curvlens.recommend.hyperparams import suggest
+
+    base = {"lambda_max": 2.0, "num_samples": 512, "gradient_noise_scale": 96.0}
+    hp, _, notes = suggest("sgd_momentum", Measurements(base), RecommendationContext(batch_size=32))
+    assert hp["lr"] == pytest.approx(0.5 * 3.8 / 2.0 / 2 * 0.25)  # 1/(1 + 96/32)
+    assert any("x 0.25 = 1/(1 + B_noise/B) with gradient noise scale 96 at batch 32" in n for n in notes)
+    assert any("stable until lambda_max grows 16x" in n for n in notes)
+    # full batch: exact gradients, no noise factor and no noise reason
+    hp, _, notes = suggest("sgd_momentum", Measurements(base), RecommendationContext(batch_size=512))
+    assert hp["lr"] == pytest.approx(0.5 * 3.8 / 2.0 / 2) and not any("B_noise" in n for n in notes)
+    # no measured noise scale: nothing to scale by, and the note does not claim one
+    hp, _, notes = suggest("sgd_momentum", Measurements({"lambda_max": 2.0, "num_samples": 512}),
+                           RecommendationContext(batch_size=32))
+    assert hp["lr"] == pytest.approx(0.475) and not any("B_noise" in n for n in notes)

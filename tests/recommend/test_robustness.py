@@ -146,8 +146,8 @@ def test_to_dict_shape_text_and_markdown():
     assert runnable == sorted(runnable, reverse=True)
     assert d["rejected"][0]["optimizer"] == "lbfgs" and d["rejected"][0]["reasons"]
     text, md = rec.to_text(), rec.to_markdown()
-    assert text.splitlines()[1].startswith(" 1. Adam/AdamW") and "Rejected:" in text and "Warnings:" in text
-    assert md.startswith("## Optimizer recommendation") and "| 1 | Adam/AdamW |" in md and "### Rejected" in md
+    assert text.splitlines()[1].startswith(" 1. SGD+momentum") and "Rejected:" in text and "Warnings:" in text
+    assert md.startswith("## Optimizer recommendation") and "| 1 | SGD+momentum |" in md and "### Rejected" in md
     assert rec.info.converged and rec.info.seed is None and rec.info.matvecs == 0
 
 

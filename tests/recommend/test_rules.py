@@ -140,9 +140,10 @@ def test_gradient_noise_thresholds():
     noisy = fire("gradient_noise", s, batch_size=99)  # 0.099 < 0.1
     assert weights(noisy)["sgd_momentum"] > 0 and weights(noisy)["kfac"] < 0
     assert "(< 0.1)" in noisy.evidence[0].reason
-    for batch in (101, 999):  # between the thresholds: only the mini-batch note against L-BFGS
+    for batch in (101, 999):  # between the thresholds: SGD's cheaper step, and the mini-batch note against L-BFGS
         mid = fire("gradient_noise", s, batch_size=batch).evidence
-        assert [(e.optimizer, "deterministic loss" in e.reason) for e in mid] == [("lbfgs", True)]
+        assert [(e.optimizer, "deterministic loss" in e.reason, "below the critical batch" in e.reason)
+                for e in mid] == [("sgd_momentum", False, True), ("lbfgs", True, False)]
     big = fire("gradient_noise", s, batch_size=1000)
     assert weights(big)["kfac"] > 0 and "curvature-limited" in big.evidence[0].reason
 
