@@ -13,7 +13,6 @@ from curvlens.estimators._common import (
     check_budget,
     check_chunk,
     check_operator,
-    finish_status,
     mean_stderr,
     next_round,
     orth,
@@ -21,7 +20,7 @@ from curvlens.estimators._common import (
 )
 from curvlens.estimators._deflation import deflated_diagonal, deflated_slice_sums
 from curvlens.estimators._probes import check_probe_kind, probe_vectors
-from curvlens.estimators.trace import TraceResult
+from curvlens.estimators.trace import TraceResult, trace_result_from_samples
 from curvlens.results import RunTimer
 
 if TYPE_CHECKING:
@@ -86,24 +85,6 @@ def deflated_probe_sums(op, Q, Z, det, k: int, blocks, *, probe: str, chunk: int
     return torch.cat(totals), torch.cat(per_block, 1)
 
 
-def _trace_result(totals, block_samples, blocks, *, method, probe, timer, target, max_matvecs) -> TraceResult:
-    """The :class:`TraceResult` of per-probe trace samples and per-block samples (float64)."""
-    est, se = mean_stderr(totals)
-    est, se = float(est), float(se)
-    if blocks:
-        b_est, b_se = mean_stderr(block_samples, dim=1)
-        names = tuple(b.name for b in blocks)
-    else:
-        b_est = b_se = torch.zeros(0, dtype=torch.float64)
-        names = ()
-    r = rel(se, est)
-    converged = target is None or r <= target
-    return TraceResult(estimate=est, stderr=se, block_names=names, block_estimates=b_est, block_stderr=b_se,
-                       num_matvecs=timer.matvecs, num_probes=int(totals.numel()), probe=probe, method=method,
-                       info=timer.info(converged, finish_status(method, target, converged, timer.matvecs, r,
-                                                                max_matvecs)))
-
-
 def deflated_trace(op, Q, Z, *, m: int, target, mx: int, method: str, probe: str, chunk: int,
                    gen: torch.Generator, timer: RunTimer, per_block: bool, callback) -> TraceResult:
     """Finish a deflated estimator: residual probes in rounds (fixed budget ``m`` or adaptive up
@@ -131,8 +112,8 @@ def deflated_trace(op, Q, Z, *, m: int, target, mx: int, method: str, probe: str
         samples = torch.cat(totals)
         est, se = mean_stderr(samples)
         new = next_round(samples.numel(), timer.matvecs, rel(float(se), float(est)), target, mx)
-    return _trace_result(torch.cat(totals), torch.cat(parts, 1), blocks, method=method, probe=probe, timer=timer,
-                         target=target, max_matvecs=mx)
+    return trace_result_from_samples(torch.cat(totals), torch.cat(parts, 1), blocks, method=method, probe=probe,
+                                     timer=timer, target=target, max_matvecs=mx)
 
 
 def hutchpp_trace(

@@ -88,8 +88,9 @@ class TraceResult:
         }
 
 
-def make_trace_result(
-    rows: torch.Tensor,
+def trace_result_from_samples(
+    totals: torch.Tensor,
+    block_samples: torch.Tensor | None,
     blocks: Sequence[Block] | None,
     *,
     method: str,
@@ -98,11 +99,12 @@ def make_trace_result(
     target: float | None,
     max_matvecs: int,
 ) -> TraceResult:
-    """Build a :class:`TraceResult` from (D, k) per-row samples (column i: one sample of diag(A))."""
-    est, se = mean_stderr(rows.sum(0))
+    """Build a :class:`TraceResult` from per-probe trace samples ``totals`` (k,) and, with
+    ``blocks``, per-block samples ``block_samples`` (num_blocks, k), float64."""
+    est, se = mean_stderr(totals)
     est, se = float(est), float(se)
     if blocks:
-        b_est, b_se = mean_stderr(block_sums(rows, blocks), dim=1)
+        b_est, b_se = mean_stderr(block_samples, dim=1)
         names = tuple(b.name for b in blocks)
     else:
         b_est = b_se = torch.zeros(0, dtype=torch.float64)
@@ -117,11 +119,27 @@ def make_trace_result(
         block_estimates=b_est,
         block_stderr=b_se,
         num_matvecs=timer.matvecs,
-        num_probes=int(rows.shape[1]),
+        num_probes=int(totals.numel()),
         probe=probe,
         method=method,
         info=timer.info(converged, status),
     )
+
+
+def make_trace_result(
+    rows: torch.Tensor,
+    blocks: Sequence[Block] | None,
+    *,
+    method: str,
+    probe: str,
+    timer: RunTimer,
+    target: float | None,
+    max_matvecs: int,
+) -> TraceResult:
+    """Build a :class:`TraceResult` from (D, k) per-row samples (column i: one sample of diag(A))."""
+    return trace_result_from_samples(rows.sum(0), block_sums(rows, blocks) if blocks else None, blocks,
+                                     method=method, probe=probe, timer=timer, target=target,
+                                     max_matvecs=max_matvecs)
 
 
 def hutchinson_trace(
@@ -193,4 +211,4 @@ def hutchinson_trace(
     )
 
 
-__all__ = ["TraceResult", "hutchinson_trace", "make_trace_result"]
+__all__ = ["TraceResult", "hutchinson_trace", "make_trace_result", "trace_result_from_samples"]
