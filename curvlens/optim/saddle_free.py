@@ -27,7 +27,9 @@ whole step is bounded by the trust radius. Products: the loss, gradient and all 
 step come from one graph (:class:`~curvlens.optim._step_hessian.StepHessian`); a refresh costs
 ``subspace`` products and nothing else (the step lies in the subspace, so the quadratic model
 ``m(s) = g^T s + 1/2 s^T H s`` is ``a^T c + 1/2 sum lambda_i c_i^2``, exact); a step on an older
-basis costs one product (``H s`` for the model). The ratio ``rho`` of the actual to the
+basis costs one product (``H s`` for the model), or none with ``between_refreshes="first_order"``
+(a gradient and a loss evaluation, like the base rule's; the model then leaves out the curvature
+of the base step). The ratio ``rho`` of the actual to the
 predicted decrease adapts the damping (x3/2 when ``rho < 1/4``, x2/3 when ``rho > 3/4``) and the
 trust radius (halved to half the step when ``rho < 1/4``, doubled up to ``max_trust_radius``
 after a good step on the boundary); a step that raises the loss or makes it non-finite is
@@ -44,6 +46,7 @@ import torch
 from torch import nn
 
 from curvlens.optim._base import CurvatureOptimizer, StepRecord, register_optimizer
+from curvlens.optim._distributed import loss_and_gradient
 from curvlens.optim._krylov_subspace import krylov_subspace
 from curvlens.optim._saddle_free_analysis import settings_from_analysis
 from curvlens.optim._step_hessian import StepHessian
@@ -54,6 +57,7 @@ __all__ = ["SaddleFreeNewton", "SaddleFreeStep"]
 MIN_DAMPING, MAX_DAMPING = 1e-10, 1e10
 _BASES = ("sgd", "adam")
 _NEGATIVE = ("escape", "abs")
+_BETWEEN = ("exact", "first_order")
 
 
 @dataclass(frozen=True)
@@ -114,7 +118,13 @@ class SaddleFreeNewton(CurvatureOptimizer):
         base_lr: its step size; None: ``1 / (max|Lambda| + damping)`` for SGD (the step that is
             stable for the largest curvature found), ``1e-3`` for Adam.
         refresh_every: rebuild the subspace every this many steps; in between, the basis and its
-            eigen-decomposition are reused and a step costs a gradient and two products.
+            eigen-decomposition are reused (see ``between_refreshes``).
+        between_refreshes: the quadratic model of a step on a reused basis. ``"exact"``: one
+            product ``H s`` (the loss, gradient and product from one second-order graph), so the
+            predicted decrease is exact on a quadratic. ``"first_order"``: no second-order graph
+            and no product, a step costs a gradient and a loss evaluation, like the base rule's;
+            the model is the subspace part with the stored eigenvalues plus the first-order term
+            of the base step (its curvature, and the cross term, are left out).
         history: how many previous steps enrich the subspace (taken out of ``subspace``).
         trust_radius: the initial trust radius (largest step norm); it is halved to half the
             step after a rejected or poor step and doubled after a good step on the boundary.
@@ -144,8 +154,8 @@ class SaddleFreeNewton(CurvatureOptimizer):
 
     def __init__(self, model: nn.Module, loss_fn: Any, *, subspace: int = 10, damping: float = 1e-2,
                  lr: float = 1.0, base: str = "sgd", base_lr: float | None = None, refresh_every: int = 1,
-                 history: int = 0, trust_radius: float = 1.0, max_trust_radius: float | None = None,
-                 negative: str = "escape", params: Any = None,
+                 between_refreshes: str = "exact", history: int = 0, trust_radius: float = 1.0,
+                 max_trust_radius: float | None = None, negative: str = "escape", params: Any = None,
                  generator: torch.Generator | int | None = None, process_group: Any = None):
         subspace = _check_int(subspace, "subspace", 1, "pass the number of Krylov directions, e.g. subspace=10")
         damping = self.check_number(damping, "damping", fix="pass e.g. damping=1e-2")
@@ -156,6 +166,9 @@ class SaddleFreeNewton(CurvatureOptimizer):
         if base_lr is not None:
             base_lr = self.check_number(base_lr, "base_lr", fix="pass e.g. base_lr=1e-3, or None for the default")
         refresh_every = _check_int(refresh_every, "refresh_every", 1, "pass e.g. refresh_every=1 (every step)")
+        if between_refreshes not in _BETWEEN:
+            raise ValueError(f"between_refreshes: expected 'exact' or 'first_order', got {between_refreshes!r}; pick "
+                             "the model of the steps on a reused basis")
         history = _check_int(history, "history", 0, "pass e.g. history=2, or 0 for a pure Krylov subspace")
         if history >= subspace:
             raise ValueError(f"history: expected fewer than subspace={subspace} previous steps, got {history}; "
@@ -172,8 +185,8 @@ class SaddleFreeNewton(CurvatureOptimizer):
             raise ValueError(f"negative: expected 'escape' or 'abs', got {negative!r}; pick how directions of "
                              "negative curvature are stepped along")
         defaults = dict(subspace=subspace, lr=lr, base=base, base_lr=base_lr, refresh_every=refresh_every,
-                        history=history, trust_radius=trust_radius, max_trust_radius=max_trust_radius,
-                        negative=negative)
+                        between_refreshes=between_refreshes, history=history, trust_radius=trust_radius,
+                        max_trust_radius=max_trust_radius, negative=negative)
         super().__init__(model, loss_fn, defaults, params=params, generator=generator, process_group=process_group)
         gs = self.global_state
         gs.setdefault("damping", damping)
@@ -237,13 +250,19 @@ class SaddleFreeNewton(CurvatureOptimizer):
             raise ValueError("batch: expected the (inputs, targets) batch of this step, got None; call opt.step(batch)")
         gs = self.global_state
         k = gs["step"]
-        hess = StepHessian(self.problem(batch), validate=not getattr(self, "_validated", False))
-        self._validated = True
-        loss0, g = hess.loss, hess.gradient
+        problem = self.problem(batch)
+        refresh = "basis" not in gs or k % self._hp("refresh_every") == 0
+        if refresh or self._hp("between_refreshes") == "exact":
+            hess = StepHessian(problem, validate=not getattr(self, "_validated", False))
+            self._validated = True
+            loss0, g = hess.loss, hess.gradient
+        else:  # a first-order step on the reused basis: no second-order graph
+            hess = None
+            loss0, g = loss_and_gradient(problem)
         damping, radius = float(gs["damping"]), float(gs["radius"])
-        rec = dict(step=k, loss_before=float(loss0), loss_after=None, damping=damping, matvecs=0, trust_radius=radius)
-        rec["refreshed"] = "basis" not in gs or k % self._hp("refresh_every") == 0
-        if rec["refreshed"]:
+        rec = dict(step=k, loss_before=float(loss0), loss_after=None, damping=damping, matvecs=0, trust_radius=radius,
+                   refreshed=refresh)
+        if refresh:
             rec["matvecs"] = self._refresh(hess, g)
         if "basis" not in gs:
             return self._finish(loss0, rec, False, "the projected Hessian is not finite; step skipped, damping raised")
@@ -266,19 +285,23 @@ class SaddleFreeNewton(CurvatureOptimizer):
         else:
             s_out, adam_state = self._base_step(g - V @ cV, float(lam.abs().max()), damping)
             s = s + (s_out - V @ (V.T @ s_out))
-            norm = float(torch.linalg.vector_norm(s))
+            norm, alpha = float(torch.linalg.vector_norm(s)), 1.0
             if norm > radius:
-                s, norm = s * (radius / norm), radius
-            if math.isfinite(norm):
+                alpha = radius / norm
+                s, norm = s * alpha, radius
+            if math.isfinite(norm) and hess is not None:
                 Hs = hess.matvec(s)
                 rec["matvecs"] += 1
                 predicted = -float(torch.dot(g, s) + 0.5 * torch.dot(s, Hs))
+            elif math.isfinite(norm):  # the subspace curvature of the stored eigenpairs, the rest first order
+                c = sub.coefficients
+                predicted = -(float(torch.dot(g, s)) + 0.5 * alpha ** 2 * float((lam.double() * c * c).sum()))
         rec["step_norm"] = norm
         if not math.isfinite(norm):
             return self._finish(loss0, rec, False, "the step is not finite; weights kept, damping raised")
         snap = self.snapshot()
         self.add_to_params(s)
-        loss1 = float(hess.problem.loss())
+        loss1 = float(problem.loss())
         actual = rec["loss_before"] - loss1 if math.isfinite(loss1) else -math.inf
         rho = actual / predicted if predicted > 0 else math.nan
         rec.update(loss_after=loss1, predicted_decrease=predicted, actual_decrease=actual, rho=rho)
