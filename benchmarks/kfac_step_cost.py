@@ -3,7 +3,8 @@
 Models: a ~1.07M-parameter MLP (784-1024-256-10, random inputs) and a small CNN on the 8x8
 digits (conv 1->16 3x3, conv 16->32 3x3, max-pool, linear 512->10; scikit-learn's
 ``load_digits``, see ``_kfac_data.py``). K-FAC: fisher="mc" (and "empirical"), inverse_every=10,
-update_every 1 and 5, inverse="cholesky" (the default: explicit damped inverses) and "eigh".
+update_every 1, 5 and 10, inverse="cholesky" (the default: explicit damped inverses) and "eigh", weight_sharing
+"expand" (every position of a convolution one row of the statistics) and "reduce" (one row per sample).
 CPU time (``time.process_time``), one thread (the machine is shared).
 
 The cost model (:func:`cost_model`) counts each part of a K-FAC step: forward and backward
@@ -20,7 +21,8 @@ every part once), so that load drift on the shared machine cancels in the ratio.
 leaves out (hooks, the KL clip, copies of gradients) shows up as measured / model > 1. Also
 checks the factors against curvlinops' KFACLinearOperator.
 
-Run: ``.venv/bin/python benchmarks/kfac_step_cost.py [rounds]`` (default 3)
+Run: ``.venv/bin/python benchmarks/kfac_step_cost.py [rounds]`` (default 3); with ``--training [rounds]``
+(default 10) only :func:`training_steps`: a step of tuned Adam against K-FAC on the two training problems.
 """
 
 from __future__ import annotations
@@ -66,13 +68,13 @@ def capture(model, x):
 
 
 def layer_shapes(seen):
-    """(rows, d_in + 1, d_out, conv) of every Linear/Conv2d layer."""
+    """(rows, d_in + 1, d_out, conv, samples) of every Linear/Conv2d layer."""
     out = []
     for m, _, o in seen:
         conv = isinstance(m, nn.Conv2d)
         rows = o.shape[0] * (o[0, 0].numel() if conv else 1)
         d_in = (m.in_channels * m.kernel_size[0] * m.kernel_size[1]) if conv else m.in_features
-        out.append((rows, d_in + 1, m.out_channels if conv else m.out_features, conv))
+        out.append((rows, d_in + 1, m.out_channels if conv else m.out_features, conv, o.shape[0]))
     return out
 
 
@@ -80,7 +82,7 @@ def layer_shapes(seen):
 _F32 = 4
 
 
-def cost_model(shapes, every=10, update_every=1, inverse="cholesky", fisher="mc"):
+def cost_model(shapes, every=10, update_every=1, inverse="cholesky", fisher="mc", weight_sharing="expand"):
     """Per part: (amount, unit). Flops for the arithmetic parts, bytes moved for the copies.
 
     - fwd/bwd: 6 rows d_in d_out per layer (forward, input gradient, weight gradient);
@@ -88,8 +90,11 @@ def cost_model(shapes, every=10, update_every=1, inverse="cholesky", fisher="mc"
       but the first (input gradients only, no weight gradients); none for fisher="empirical";
     - unfold/copies: the unfold of each convolution writes rows x (d_in - 1) floats and the
       transposed copy reads and writes them again; the output gradients of convolutions are
-      copied to row layout (read + write): 3 and 2 float32 moves per element;
+      copied to row layout (read + write): 3 and 2 float32 moves per element; with
+      weight_sharing="reduce" the patches are written once and read once by the mean over
+      positions, the output gradients read once by the sum: 2 and 1 moves;
     - grams: 2 rows (d_in - 1)^2 for A (the bias row is a column sum) + 2 rows d_out^2 for G;
+      with weight_sharing="reduce" a convolution has one row per sample (N instead of rows);
     - precondition: eigh: the two basis changes on each side, 4 (d_out^2 d_in + d_out d_in^2);
       cholesky: one product with each inverse, 2 (d_out^2 d_in + d_out d_in^2);
     - inverse: eigh: ~9 d^3 per factor (symmetric eigendecomposition with vectors); cholesky:
@@ -101,12 +106,16 @@ def cost_model(shapes, every=10, update_every=1, inverse="cholesky", fisher="mc"
     k = update_every
     mc = 0 if fisher == "empirical" else 1
     pre, inv = (4, 9) if inverse == "eigh" else (2, 1)
-    c = {"fwd/bwd": (sum(6 * r * i * o for r, i, o, _ in shapes), "flop"),
-         "mc backward": (mc * sum(2 * r * i * o for r, i, o, _ in shapes[1:]) / k, "flop"),
-         "unfold/copies": (sum(_F32 * r * (3 * (i - 1) + 2 * o) for r, i, o, conv in shapes if conv) / k, "byte"),
-         "grams": (sum(2 * r * ((i - 1) ** 2 + o * o) for r, i, o, _ in shapes) / k, "flop"),
-         "precondition": (sum(pre * (i * o * o + i * i * o) for r, i, o, _ in shapes), "flop"),
-         "inverse (amortized)": (sum(inv * (i ** 3 + o ** 3) for r, i, o, _ in shapes) / every, "flop")}
+    red = weight_sharing == "reduce"
+    mv_a, mv_g = (2, 1) if red else (3, 2)
+    stat_rows = [n if (red and conv) else r for r, _, _, conv, n in shapes]
+    c = {"fwd/bwd": (sum(6 * r * i * o for r, i, o, _, _ in shapes), "flop"),
+         "mc backward": (mc * sum(2 * r * i * o for r, i, o, _, _ in shapes[1:]) / k, "flop"),
+         "unfold/copies": (sum(_F32 * r * (mv_a * (i - 1) + mv_g * o) for r, i, o, conv, _ in shapes if conv) / k,
+                           "byte"),
+         "grams": (sum(2 * sr * ((i - 1) ** 2 + o * o) for sr, (_, i, o, _, _) in zip(stat_rows, shapes)) / k, "flop"),
+         "precondition": (sum(pre * (i * o * o + i * i * o) for _, i, o, _, _ in shapes), "flop"),
+         "inverse (amortized)": (sum(inv * (i ** 3 + o ** 3) for _, i, o, _, _ in shapes) / every, "flop")}
     return c
 
 
@@ -116,7 +125,7 @@ def _clock(fn):
     return time.process_time() - t
 
 
-def measure(name, model, x, y, rounds, update_every=1, inverse="cholesky", fisher="mc"):
+def measure(name, model, x, y, rounds, update_every=1, inverse="cholesky", fisher="mc", weight_sharing="expand"):
     """Interleaved timing: each round runs one inverse cycle (``inverse_every`` steps) of K-FAC,
     as many SGD steps, and every part of the cost model once, so that load drift on the shared
     machine affects all of them alike; totals over the rounds are compared."""
@@ -144,13 +153,18 @@ def measure(name, model, x, y, rounds, update_every=1, inverse="cholesky", fishe
     zs = [o for _, _, o in seen]
     d = torch.randn_like(out)
     gzs = [g.detach() for g in torch.autograd.grad(out, zs, d, retain_graph=True)]
-    rows = [(fx._plain_rows(m, xi), fx.output_rows(m, gz)) for (m, xi, _), gz in zip(seen, gzs)]
+    red = weight_sharing == "reduce"
+
+    def a_rows(m, xi):
+        return fx.averaged_rows(m, xi) if red else fx._plain_rows(m, xi)
+
+    rows = [(a_rows(m, xi), fx.output_rows(m, gz, red)) for (m, xi, _), gz in zip(seen, gzs)]
 
     def unfold_copies():
         for (m, xi, _), gz in zip(seen, gzs):
             if isinstance(m, nn.Conv2d):
-                fx._plain_rows(m, xi)
-                fx.output_rows(m, gz)
+                a_rows(m, xi)
+                fx.output_rows(m, gz, red)
 
     def grams():  # what input_gram and grad_stats compute, on ready rows
         for (m, _, _), (a, g) in zip(seen, rows):
@@ -160,7 +174,7 @@ def measure(name, model, x, y, rounds, update_every=1, inverse="cholesky", fishe
             fx.gram(g)
 
     pre = KFACPreconditioner(model, loss_fn=loss_fn, inverse_every=every, update_every=update_every,
-                             inverse=inverse, fisher=fisher, generator=0)
+                             inverse=inverse, fisher=fisher, weight_sharing=weight_sharing, generator=0)
     for _ in range(2):  # warm-up; the K-FAC blocks then hold factors and eigendecompositions
         sgd_step(), kfac_step()
     blocks = list(pre.blocks.values())
@@ -191,11 +205,11 @@ def measure(name, model, x, y, rounds, update_every=1, inverse="cholesky", fishe
     times = {k: v / n for k, v in tot.items()}
     t_sgd, t_kfac = t_sgd / n, t_kfac / n
     pre.remove()
-    cm = cost_model(layer_shapes(seen), every, update_every, inverse, fisher)
+    cm = cost_model(layer_shapes(seen), every, update_every, inverse, fisher, weight_sharing)
     pred = sum(times.values())
     print(f"\n{name}: {sum(p.numel() for p in model.parameters())} params, batch {x.shape[0]}, "
           f"{rounds} interleaved rounds of {every} steps; inverse_every={every}, update_every={update_every}, "
-          f"inverse={inverse!r}, fisher={fisher!r}")
+          f"inverse={inverse!r}, fisher={fisher!r}, weight_sharing={weight_sharing!r}")
     print(f"  {'part':18s} {'amount':>12s} {'rate':>14s} {'model ms':>9s}")
     for k, (v, unit) in cm.items():
         u = unit[0].upper()
@@ -206,7 +220,7 @@ def measure(name, model, x, y, rounds, update_every=1, inverse="cholesky", fishe
     return t_kfac / t_sgd, t_kfac / pred, update_every
 
 
-def curvlinops_check():
+def curvlinops_check(weight_sharing="expand"):
     from curvlinops import KFACLinearOperator
     from curvlinops.kfac import FisherType
 
@@ -217,13 +231,14 @@ def curvlinops_check():
     loss_fn = nn.CrossEntropyLoss()
     params = [p for p in model.parameters()]
     op = KFACLinearOperator(model, loss_fn, params, [(x, y)], fisher_type=FisherType.TYPE2, separate_weight_and_bias=False,
-                            check_deterministic=False, progressbar=False)
+                            kfac_approx=weight_sharing, check_deterministic=False, progressbar=False)
     op.compute_kronecker_factors()
-    pre = KFACPreconditioner(model, loss_fn=loss_fn, fisher="type2", generator=0)
+    pre = KFACPreconditioner(model, loss_fn=loss_fn, fisher="type2", weight_sharing=weight_sharing, generator=0)
     loss_fn(model(x), y).backward()
     pre.step()
     pre.remove()
-    print("\ncurvlinops KFACLinearOperator (type2, expand, weight+bias joint) vs curvlens, float64, CNN, batch 64:")
+    print(f"\ncurvlinops KFACLinearOperator (type2, kfac_approx={weight_sharing!r}, weight+bias joint) vs curvlens "
+          f"(weight_sharing={weight_sharing!r}), float64, CNN, batch 64:")
     worst = 0.0
     for name, b in pre.blocks.items():
         for ours, theirs, label in ((b.factors["A"], op._input_covariances[name], "A"),
@@ -234,7 +249,42 @@ def curvlinops_check():
     print(f"  worst relative difference {worst:.2e}")
 
 
+def training_steps(rounds):
+    """A training step of tuned Adam (and SGD-momentum, the cheapest step with a forward and
+    backward) against K-FAC (the benchmark's builders and tuned rates) on the digits autoencoder and CNN, interleaved in blocks of 10 steps (load drift cancels in the
+    ratio): the harness times methods one after another, so its time ratios carry the drift."""
+    import _opt_methods as M
+    import _opt_problems as P
+
+    P.register_defaults()
+    M.register_defaults()
+    print("\nTraining steps, interleaved (blocks of 10 steps, batch 128): ms per step")
+    for prob, methods in (("autoencoder", (("adam", 0.01), ("sgd_m", 0.3), ("kfac", 0.5))),
+                          ("digits_cnn", (("adam", 0.03), ("sgd_m", 0.1), ("kfac_expand", 0.5), ("kfac_reduce", 0.03)))):
+        steppers = {}
+        for name, lr in methods:
+            inst = P.PROBLEMS[prob].make(0)
+            steppers[name] = M.METHODS[name].build(inst, lr, 0)
+        data = inst.data
+        g = torch.Generator().manual_seed(0)
+        batches = [tuple(t[torch.randint(0, data[0].shape[0], (128,), generator=g)] for t in data) for _ in range(10)]
+        tot = dict.fromkeys(steppers, 0.0)
+        for r in range(rounds + 1):
+            for name, step in steppers.items():
+                t = _clock(lambda: [step(b) for b in batches])
+                tot[name] += t if r else 0.0  # the first round warms up
+        ms = {n: 1e3 * v / (10 * rounds) for n, v in tot.items()}
+        print(f"  {prob}: " + ", ".join(f"{n} {v:.2f}" for n, v in ms.items()) + "; / adam: "
+              + ", ".join(f"{n} {v / ms['adam']:.2f}" for n, v in ms.items() if n != "adam"))
+
+
 def main():
+    if "--training" in sys.argv:
+        rest = [a for a in sys.argv[1:] if a != "--training"]
+        torch.set_num_threads(1)
+        print("CPU time (time.process_time), torch.set_num_threads(1): the machine is shared and loaded.")
+        training_steps(int(rest[0]) if rest else 10)
+        return
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 3
     torch.set_num_threads(1)
     print("CPU time (time.process_time), torch.set_num_threads(1): the machine is shared and loaded.")
@@ -250,10 +300,16 @@ def main():
                       (f"mc, update_every={k}", {"update_every": k}),
                       (f"mc, update_every={k}, eigh", {"update_every": k, "inverse": "eigh"}),
                       (f"empirical, update_every={k}", {"update_every": k, "fisher": "empirical"}),
-                      ("mc, update_every=10", {"update_every": 10})):
+                      ("mc, update_every=10", {"update_every": 10}),
+                      ("mc, update_every=1, reduce", {"weight_sharing": "reduce"}),
+                      (f"mc, update_every={k}, reduce", {"update_every": k, "weight_sharing": "reduce"}),
+                      (f"empirical, update_every={k}, reduce", {"update_every": k, "fisher": "empirical",
+                                                                 "weight_sharing": "reduce"}),
+                      ("mc, update_every=10, reduce", {"update_every": 10, "weight_sharing": "reduce"})):
         torch.manual_seed(0)
         cnn_rows[label] = measure("CNN on 8x8 digits", cnn(), X[:128], Y[:128], 2 * rounds, **kw)
-    curvlinops_check()
+    curvlinops_check("expand")
+    curvlinops_check("reduce")
     print("\ntargets: CNN K-FAC/SGD (target <= 1.5) and measured/model (target within 1.2x):")
     print(f"  MLP: K-FAC/SGD {r1[0]:.2f}, measured/model {r1[1]:.2f}")
     for label, r in cnn_rows.items():

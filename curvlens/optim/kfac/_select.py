@@ -26,7 +26,8 @@ def tied_parameters(model: nn.Module) -> dict[str, str]:
 
 
 def select_blocks(model: nn.Module, layers: Iterable[str | nn.Module] | None, *,
-                  ekfac: bool = False, inverse: str = "eigh") -> tuple[dict, tuple[str, ...]]:
+                  ekfac: bool = False, inverse: str = "eigh",
+                  weight_sharing: str = "expand") -> tuple[dict, tuple[str, ...]]:
     """The K-FAC blocks of ``model`` by module name, and one line per parameterized module left out."""
     names = {m: n for n, m in model.named_modules()}
     wanted = None
@@ -51,7 +52,7 @@ def select_blocks(model: nn.Module, layers: Iterable[str | nn.Module] | None, *,
         if wanted is not None and name not in wanted:
             unsupported.append(f"{label}: {type(mod).__name__} (not in layers=)")
             continue
-        block, reason = make_block(label, mod, ekfac, inverse)
+        block, reason = make_block(label, mod, ekfac, inverse, weight_sharing)
         if block is None:
             if reason:
                 unsupported.append(f"{label}: {reason}")

@@ -10,6 +10,7 @@ from torch import nn
 from curvlens.optim.kfac.fisher import FISHER_KINDS
 
 INVERSE_KINDS = ("cholesky", "eigh")
+WEIGHT_SHARING_KINDS = ("expand", "reduce")
 
 
 def _num(x: Any) -> bool:
@@ -18,7 +19,7 @@ def _num(x: Any) -> bool:
 
 def check_options(model: Any, *, damping: Any, factor_decay: Any, update_every: Any, inverse_every: Any,
                   fisher: Any, kl_clip: Any, lr: Any, ekfac: Any = False,
-                  inverse: Any = "cholesky") -> None:
+                  inverse: Any = "cholesky", weight_sharing: Any = "expand") -> None:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}; pass the network itself")
     if not _num(damping) or damping < 0:
@@ -40,3 +41,9 @@ def check_options(model: Any, *, damping: Any, factor_decay: Any, update_every: 
     if inverse not in INVERSE_KINDS:
         raise ValueError(f"inverse: expected one of {', '.join(map(repr, INVERSE_KINDS))}, got {inverse!r}; "
                          "'cholesky' inverts the damped factors explicitly, 'eigh' decomposes them")
+    if weight_sharing not in WEIGHT_SHARING_KINDS:
+        raise ValueError(f"weight_sharing: expected one of {', '.join(map(repr, WEIGHT_SHARING_KINDS))}, got "
+                         f"{weight_sharing!r}; 'expand' makes every position a row, 'reduce' every sample")
+    if ekfac and weight_sharing == "reduce":
+        raise ValueError("weight_sharing: expected 'expand' with ekfac=True (the eigenvalue correction needs "
+                         "per-position rows), got 'reduce'; pass weight_sharing='expand' or ekfac=False")

@@ -4,13 +4,17 @@ For a layer ``z = W a`` (a Linear layer, or a convolution seen as a Linear layer
 patches) the Fisher block of ``W`` is approximated by ``A (x) G`` with
 ``A = E[a a^T]`` over input rows and ``G = E[g g^T]`` over output-gradient rows (Martens &
 Grosse 2015, "Optimizing neural networks with Kronecker-factored approximate curvature";
-Grosse & Martens 2016 for convolutions, the "expand" variant of Eschenhagen et al. 2023 for
-weight sharing: every spatial position or sequence element is one row). A bias is handled as a
+Grosse & Martens 2016 for convolutions). Weight sharing (the positions of a convolution, the
+leading dimensions of a Linear layer's input beyond the batch) follows Eschenhagen et al. 2023,
+"Kronecker-factored approximate curvature for modern neural network architectures": *expand*
+makes every position one row; *reduce* makes every sample one row, its input the mean of its
+positions' inputs and its output gradient the sum of theirs, so the factors cost ``#positions``
+times less (both are exact for a Linear layer without shared dimensions). A bias is handled as a
 weight on a constant input 1 (homogeneous coordinates), so ``[W, b]`` shares the two factors.
 
 Scale convention (the one of curvlinops' ``KFACLinearOperator``): for a loss
 ``L = s * sum_terms e_t`` (``s = 1`` for ``reduction="sum"``, ``1 / #terms`` for ``"mean"``),
-``A = sum_rows a a^T / #rows`` and ``G = (1 / s) sum_rows gL gL^T`` where ``gL`` are the
+``A = sum_rows a a^T / #rows`` (expand: ``#rows = N * #positions``; reduce: ``N``) and ``G = (1 / s) sum_rows gL gL^T`` where ``gL`` are the
 gradients of ``L`` with respect to the layer's outputs; then ``A (x) G`` equals the GGN of ``L``
 exactly for a single Linear layer under MSE. Functions here return *sums*; the caller divides.
 """
@@ -21,10 +25,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["input_rows", "input_gram", "output_rows", "embedding_counts", "normalized_input", "norm_sample_grads",
+__all__ = ["input_rows", "input_gram", "averaged_rows", "output_rows", "embedding_counts", "normalized_input", "norm_sample_grads",
            "gram"]
 
 _CONV = (nn.Conv1d, nn.Conv2d)
+
+
+def _patches(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Unfolded patches of a batched convolution input, ``(N, C * prod(kernel), positions)``."""
+    if isinstance(module, nn.Conv1d):
+        x = x.unsqueeze(-2)
+        k, d, p, s = (1, module.kernel_size[0]), (1, module.dilation[0]), (0, module.padding[0]), \
+            (1, module.stride[0])
+    else:
+        k, d, p, s = module.kernel_size, module.dilation, module.padding, module.stride
+    return F.unfold(x, k, dilation=d, padding=p, stride=s)
 
 
 def _plain_rows(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -33,13 +48,7 @@ def _plain_rows(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if isinstance(module, nn.Linear):
         return x.reshape(-1, module.in_features)
     if isinstance(module, _CONV):
-        if isinstance(module, nn.Conv1d):
-            x = x.unsqueeze(-2)
-            k, d, p, s = (1, module.kernel_size[0]), (1, module.dilation[0]), (0, module.padding[0]), \
-                (1, module.stride[0])
-        else:
-            k, d, p, s = module.kernel_size, module.dilation, module.padding, module.stride
-        patches = F.unfold(x, k, dilation=d, padding=p, stride=s)  # (N, C*k, L)
+        patches = _patches(module, x)
         return patches.transpose(1, 2).reshape(-1, patches.shape[1])
     raise TypeError(f"module: expected Linear, Conv1d or Conv2d, got {type(module).__name__}")
 
@@ -60,8 +69,28 @@ def input_rows(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return rows
 
 
-def input_gram(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """``(sum_rows a a^T, #rows)`` for the rows :func:`input_rows` returns, without forming them.
+def averaged_rows(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """K-FAC-reduce input rows without the bias input: each sample's mean over its positions,
+    ``(N, d_in)`` (convolution patches averaged over the output positions; a Linear layer's
+    input averaged over its dimensions between the batch and the features).
+
+    Example:
+        >>> averaged_rows(nn.Conv1d(1, 1, 2), torch.tensor([[[1., 2., 4.]]])).tolist()
+        [[1.5, 3.0]]
+    """
+    x = x.detach()
+    if isinstance(module, nn.Linear):
+        if x.dim() <= 2:
+            return x.reshape(-1, module.in_features)
+        return x.reshape(x.shape[0], -1, module.in_features).mean(1)
+    if isinstance(module, _CONV):
+        return _patches(module, x).mean(2)
+    raise TypeError(f"module: expected Linear, Conv1d or Conv2d, got {type(module).__name__}")
+
+
+def input_gram(module: nn.Module, x: torch.Tensor, reduce: bool = False) -> tuple[torch.Tensor, int]:
+    """``(sum_rows a a^T, #rows)`` for the rows :func:`input_rows` returns (``reduce=True``: the
+    rows of :func:`averaged_rows` with the bias input), without forming them.
 
     The constant bias input is never materialized: the bias row and column of the sum are the
     column sums of the other inputs, and its corner the number of rows (one matrix product of
@@ -72,7 +101,7 @@ def input_gram(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, int]:
         >>> s[-1].tolist(), n
         ([4.0, 4.0, 4.0, 4.0], 4)
     """
-    rows = _plain_rows(module, x)
+    rows = averaged_rows(module, x) if reduce else _plain_rows(module, x)
     n = rows.shape[0]
     g = rows.T @ rows
     if module.bias is None:
@@ -87,11 +116,16 @@ def input_gram(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, int]:
     return out, n
 
 
-def output_rows(module: nn.Module, gz: torch.Tensor) -> torch.Tensor:
-    """Output-gradient rows ``g`` of a Linear or convolution layer, ``(rows, d_out)``."""
+def output_rows(module: nn.Module, gz: torch.Tensor, reduce: bool = False) -> torch.Tensor:
+    """Output-gradient rows ``g`` of a Linear or convolution layer, ``(rows, d_out)``;
+    ``reduce=True``: one row per sample, the sum over its positions, ``(N, d_out)``."""
     gz = gz.detach()
     if isinstance(module, _CONV):
+        if reduce:
+            return gz.flatten(2).sum(2)
         return gz.movedim(1, -1).reshape(-1, gz.shape[1])
+    if reduce and gz.dim() > 2:
+        return gz.reshape(gz.shape[0], -1, gz.shape[-1]).sum(1)
     return gz.reshape(-1, gz.shape[-1])
 
 

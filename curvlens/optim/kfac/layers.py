@@ -2,7 +2,8 @@
 
 Three kinds of block:
 - :class:`KroneckerBlock` (Linear, Conv1d, Conv2d with ``groups=1`` and zero padding): dense
-  ``A`` over input rows (bias as a constant input) and dense ``G`` over output rows; optionally
+  ``A`` over input rows (bias as a constant input) and dense ``G`` over output rows, with shared
+  positions expanded into rows or reduced to one row per sample; optionally
   eigenvalue-corrected (EKFAC, :mod:`curvlens.optim.kfac.ekfac`).
 - :class:`EmbeddingBlock`: the input factor of one-hot lookups is exactly diagonal (row
   frequencies); ``G`` is dense over the embedding dimension.
@@ -137,9 +138,11 @@ class KroneckerBlock(_Block):
 
     factor_keys = ("A", "G")
 
-    def __init__(self, name: str, module: nn.Module, ekfac: bool = False, inverse: str = "eigh"):
+    def __init__(self, name: str, module: nn.Module, ekfac: bool = False, inverse: str = "eigh",
+                 weight_sharing: str = "expand"):
         super().__init__(name, module)
         self.kind = type(module).__name__
+        self.reduce = weight_sharing == "reduce"  # K-FAC-reduce rows: one per sample (factors.py)
         self.eig: tuple[Eigh, Eigh] | None = None
         self.ekfac = ekfac
         self.explicit = inverse == "cholesky" and not ekfac  # EKFAC needs the eigenbasis
@@ -149,14 +152,14 @@ class KroneckerBlock(_Block):
     def forward_stats(self, x: torch.Tensor) -> tuple[torch.Tensor, int] | None:
         x = x.to(self.params[0].dtype)
         if not self.ekfac:
-            self._add("A", *fx.input_gram(self.module, x))
+            self._add("A", *fx.input_gram(self.module, x, self.reduce))
             return None
         rows = fx.input_rows(self.module, x)
         self._add("A", fx.gram(rows), rows.shape[0])
         return rows, (int(x.shape[0]) if x.dim() > 1 else 1)
 
     def grad_stats(self, ctx: tuple[torch.Tensor, int] | None, gz: torch.Tensor, weight: float) -> None:
-        rows = fx.output_rows(self.module, gz.to(self.params[0].dtype))
+        rows = fx.output_rows(self.module, gz.to(self.params[0].dtype), self.reduce)
         self._add("G", weight * fx.gram(rows), 0.0)
         if ctx is not None:
             self._pairs.append((ctx[0], rows, ctx[1], weight))
@@ -301,18 +304,19 @@ class NormBlock(_Block):
 _NORMS = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
-def make_block(name: str, module: nn.Module, ekfac: bool = False,
-               inverse: str = "eigh") -> tuple[_Block | None, str]:
+def make_block(name: str, module: nn.Module, ekfac: bool = False, inverse: str = "eigh",
+               weight_sharing: str = "expand") -> tuple[_Block | None, str]:
     """The block for ``module``, or ``(None, reason)`` when K-FAC does not support it; ``ekfac``
-    applies to Kronecker blocks, ``inverse="cholesky"`` to Kronecker blocks without EKFAC and to
-    Embedding blocks (normalization blocks always use their eigendecomposition)."""
+    and ``weight_sharing`` apply to Kronecker blocks, ``inverse="cholesky"`` to Kronecker blocks
+    without EKFAC and to Embedding blocks (normalization blocks always use their
+    eigendecomposition)."""
     t = type(module)
     if t in (nn.Linear, nn.Conv1d, nn.Conv2d):
         if t is not nn.Linear and (module.groups != 1 or module.padding_mode != "zeros"
                                    or isinstance(module.padding, str)):
             return None, f"{t.__name__} with groups={module.groups}, padding={module.padding!r}, " \
                          f"padding_mode={module.padding_mode!r} (only groups=1 with numeric zero padding)"
-        return KroneckerBlock(name, module, ekfac, inverse), ""
+        return KroneckerBlock(name, module, ekfac, inverse, weight_sharing), ""
     if t is nn.Embedding:
         if module.max_norm is not None or module.sparse:
             return None, "Embedding with max_norm or sparse gradients"

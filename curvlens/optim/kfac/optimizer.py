@@ -58,9 +58,10 @@ class KFAC(CurvatureOptimizer):
         lr: learning rate (``1 - momentum`` gives a unit natural-gradient step).
         momentum: heavy-ball momentum.
         weight_decay: L2 coefficient added to the preconditioned gradient.
-        damping, factor_decay, update_every, inverse_every, fisher, kl_clip, layers, ekfac, inverse: as
-            for :class:`~curvlens.optim.kfac.KFACPreconditioner` (``ekfac=True``: the
-            eigenvalue-corrected K-FAC of George et al. 2018).
+        damping, factor_decay, update_every, inverse_every, fisher, kl_clip, layers, ekfac, inverse,
+            weight_sharing: as for :class:`~curvlens.optim.kfac.KFACPreconditioner`
+            (``ekfac=True``: the eigenvalue-corrected K-FAC of George et al. 2018;
+            ``weight_sharing="reduce"``: K-FAC-reduce factors for convolutions).
         adapt_damping: adapt the damping from the reduction ratio (one extra forward every
             ``adapt_every`` steps).
         generator: Monte-Carlo targets (a Generator or an int seed).
@@ -87,7 +88,7 @@ class KFAC(CurvatureOptimizer):
                  update_every: int = 5, inverse_every: int = 25, fisher: str = "mc",
                  kl_clip: float | None = 1e-2, layers: Any = None, adapt_damping: bool = False,
                  adapt_every: int = 5, ekfac: bool = False, inverse: str = "cholesky",
-                 generator: torch.Generator | int | None = None,
+                 weight_sharing: str = "expand", generator: torch.Generator | int | None = None,
                  process_group: Any = None):
         lr = self.check_number(lr, "lr", fix="try lr=0.5 (= 1 - momentum)")
         momentum = self.check_number(momentum, "momentum", strict=False, fix="use 0 <= momentum < 1")
@@ -104,6 +105,7 @@ class KFAC(CurvatureOptimizer):
         self.pre = KFACPreconditioner(model, loss_fn=self.loss_fn, damping=damping, factor_decay=factor_decay,
                                       update_every=update_every, inverse_every=inverse_every, fisher=fisher,
                                       kl_clip=kl_clip, lr=lr, layers=layers, ekfac=ekfac, inverse=inverse,
+                                      weight_sharing=weight_sharing,
                                       generator=self._gen, process_group=self.process_group)
         self.unsupported = self.pre.unsupported
         self.adapt_damping, self.adapt_every = bool(adapt_damping), adapt_every
