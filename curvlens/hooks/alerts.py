@@ -7,10 +7,14 @@ non-finite curvature.
   Re-armed once the ratio falls below ``rearm``.
 * ``negative_curvature``: the negative mass (share of ``sum |lambda|`` on negative eigenvalues)
   rose at each of the last ``window - 1`` records, in total by more than ``z`` (default 3)
-  combined standard errors of the first and last record, to at least ``min_negative_mass``.
-  Re-armed after a decrease. A record without a finite standard error cannot tell growth from
-  estimator noise, so it never alerts (an unknown error is not taken as zero). With the
-  monitor's shared estimator the values are means over ``pool`` records (default 4, see
+  standard errors of that difference, to at least ``min_negative_mass``. The difference's
+  error is ``sqrt(2)`` times the root mean square of the standard errors of the window's
+  records: a standard error from few probes (the separate estimator's 3) is itself noisy,
+  and one that came out small by chance at the first or last record would let noise alert;
+  averaging the window's squared errors gives it more degrees of freedom.
+  Re-armed after a decrease. A window holding a record without a finite standard error
+  cannot tell growth from estimator noise, so it never alerts (an unknown error is not taken
+  as zero). With the monitor's shared estimator the values are means over ``pool`` records (default 4, see
   :mod:`curvlens.hooks.pooling`) and the monitor uses ``window = pool + 1``, so that the
   first and last values compared come from disjoint records: a two-sample test of the rise.
   Under pure noise a 3-sigma rise that is also monotone has probability below 0.1% a record.
@@ -114,7 +118,7 @@ class AlertTracker:
             return []
         vals = [v for v, _ in self._neg]
         rising = all(b > a for a, b in zip(vals, vals[1:]))
-        noise = self.z * math.hypot(self._neg[0][1], self._neg[-1][1])
+        noise = self.z * math.sqrt(2.0 * sum(e * e for _, e in self._neg) / len(self._neg))
         if not (rising and math.isfinite(noise) and vals[-1] - vals[0] > noise and vals[-1] >= self.min_negative_mass):
             return []
         self._neg_armed = False

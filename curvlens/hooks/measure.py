@@ -25,7 +25,15 @@ error, at ``trace_matvecs + density_matvecs`` + (warm) eigen products:
   measurement's eigenvector (``v0``) when the installed curvlens supports it, and certified by
   its true residual (``lambda_max_residual``, ``lambda_max_converged``);
 * ``trace`` with its standard error by :func:`~curvlens.estimators.krylov_trace`;
-* ``negative_mass`` with its standard error by :func:`~curvlens.estimators.spectral_density`;
+* ``negative_mass`` with its standard error by :func:`~curvlens.estimators.spectral_density`
+  from at least :data:`DENSITY_PROBES` (3) probes sharing the ``density_matvecs`` budget
+  (``density_matvecs // 3`` Lanczos steps each, capped at ``D``; more probes when ``D`` is
+  smaller). ``negative_mass_stderr`` is the delta-method standard error of the ratio across
+  the probes' quadratures: with deflation the pilot probe's own row is dropped when it
+  converged eigenpairs, so at least two rows are averaged and the error is finite for every
+  ``D`` (the density's own budget rule gives one probe, hence no error, from ``D = 144`` on
+  at 60 products). It is probe noise only: the quadrature bias of ``density_matvecs // 3``
+  nodes is not in it (see :mod:`curvlens.hooks.probe_lanczos` for its size at 20 nodes);
 * the preconditioned sharpness ``lambda_max(P^-1 H)`` for Adam-like optimizers;
 * per layer: the top eigenvalue of each diagonal block and the block traces.
 
@@ -48,10 +56,24 @@ from curvlens.hooks.pooling import ProbePool
 from curvlens.hooks.probe_lanczos import probe_lanczos
 from curvlens.linalg import top_eigenpairs
 
-__all__ = ["Measurer", "METRICS", "ESTIMATORS"]
+__all__ = ["Measurer", "METRICS", "ESTIMATORS", "DENSITY_PROBES", "density_split"]
 
 METRICS = ("lambda_max", "trace", "negative_mass")
 ESTIMATORS = ("shared", "separate")
+DENSITY_PROBES = 3  # the pilot's row may be dropped by deflation: >= 2 rows remain for a standard error
+
+
+def density_split(num_matvecs: int, dim: int) -> tuple[int, int]:
+    """``(num_probes, num_steps)`` of the separate negative-mass estimate: at least
+    :data:`DENSITY_PROBES` probes of ``num_matvecs // DENSITY_PROBES`` steps, steps capped at
+    ``dim`` (the rest of the budget then buys more probes).
+
+    Example:
+        >>> density_split(60, 8970), density_split(300, 13), density_split(6, 100)
+        ((3, 20), (23, 13), (3, 2))
+    """
+    steps = min(max(1, int(num_matvecs) // DENSITY_PROBES), max(int(dim), 1))
+    return max(DENSITY_PROBES, int(num_matvecs) // steps), steps
 
 
 def _supports_v0() -> bool:
@@ -186,7 +208,8 @@ class Measurer:
         return res.estimate, res.stderr
 
     def _negative_mass(self):
-        res = spectral_density(self.op, num_matvecs=self.density_matvecs, generator=self.gen)
+        probes, steps = density_split(self.density_matvecs, self.op.dim)
+        res = spectral_density(self.op, num_probes=probes, num_steps=steps, generator=self.gen)
         nm = res.negative_mass()
         return float(nm), nm.stderr
 

@@ -96,7 +96,8 @@ class CurvatureMonitor:
             (see :mod:`curvlens.hooks.measure`).
         lanczos_steps: Lanczos steps of the shared run (``lanczos_steps`` products a record).
         pool: records pooled into the shared trace and negative mass.
-        trace_matvecs, density_matvecs: product budgets of the separate trace and density estimates.
+        trace_matvecs, density_matvecs: product budgets of the separate trace and density estimates
+            (the density's split into >= 3 probes: :func:`~curvlens.hooks.measure.density_split`).
         problem_kwargs: more :class:`~curvlens.Problem` options (``params``, ``mode``, ...).
 
     Example:
@@ -131,7 +132,7 @@ class CurvatureMonitor:
         if isinstance(rtol, bool) or not isinstance(rtol, (int, float)) or not 0 < rtol < 1:
             raise ValueError(f"rtol: expected a tolerance in (0, 1), got {rtol!r}; pass e.g. rtol=1e-3")
         _check_count(trace_matvecs, "trace_matvecs", 4)
-        _check_count(density_matvecs, "density_matvecs", 4)
+        _check_count(density_matvecs, "density_matvecs", 6)  # 3 probes of >= 2 steps
         if estimator not in ESTIMATORS:
             raise ValueError(f"estimator: expected one of {ESTIMATORS}, got {estimator!r}; pass estimator='shared' "
                              "(one Lanczos run a record) or 'separate' (independent estimates)")
@@ -147,8 +148,9 @@ class CurvatureMonitor:
         self.measurer = Measurer(self.op, metrics=self.metrics, per_layer=per_layer, rtol=float(rtol),
                                  trace_matvecs=trace_matvecs, density_matvecs=density_matvecs, generator=self.gen,
                                  estimator=estimator, lanczos_steps=lanczos_steps, pool=pool)
-        # shared estimator: first and last of ``pool + 1`` pooled values have disjoint pools
-        self.alerts = AlertTracker(window=pool + 1 if estimator == "shared" else 3)
+        # shared estimator: first and last of ``pool + 1`` pooled values have disjoint pools;
+        # separate: independent records whose 3-probe errors are noisy, four rises in a row
+        self.alerts = AlertTracker(window=pool + 1 if estimator == "shared" else 5)
         self.on_alert = on_alert
         self.records: list[MonitorRecord] = []
         self.optimizer = None
@@ -252,13 +254,15 @@ class CurvatureMonitor:
         # calls that cannot be due return before reading the clock: a clock read and the
         # schedule's bookkeeping cost ~10-30 us right after an optimizer step (cold caches),
         # 1-2% of a 1 ms training step, uncharged; skipped calls' time is counted at the next look
-        if self._skip > 0 or (self.schedule.overhead is None and step % self.schedule.every != 0):
+        # (the first steps after a record are timed one by one: see Schedule.settling)
+        if not self.schedule.settling and (
+                self._skip > 0 or (self.schedule.overhead is None and step % self.schedule.every != 0)):
             self._skip = max(0, self._skip - 1)
             self._skipped += 1
             return None
         now = self._clock()
-        self._skipped, self._last_look = 0, self._calls
-        if not self.schedule.due(step, now):
+        calls, self._skipped, self._last_look = self._skipped + 1, 0, self._calls
+        if not self.schedule.due(step, now, calls):
             self._plan_skip()
             return None
         return self.measure(step, optimizer=optimizer, lr=lr, _start=now)
@@ -269,7 +273,7 @@ class CurvatureMonitor:
         geometrically, and read the clock at every call in the last two steps before it)."""
         s, per_step = self.schedule, self._step_time()
         c = s.expected_cost
-        if s.overhead is None or per_step <= 0 or not math.isfinite(c):
+        if s.overhead is None or per_step <= 0 or not math.isfinite(c) or s.settling:
             return
         deficit = (s.monitor_time + c) / s.overhead - s.train_time
         self._skip = max(0, int(0.5 * deficit / per_step))
@@ -345,7 +349,8 @@ class CurvatureMonitor:
     @property
     def overhead_fraction(self) -> float:
         """Slowdown of training by the monitor, by its own account: monitoring time
-        (construction, pilot products and records) / training time (between monitor calls).
+        (construction, pilot products, records, and the excess of the training steps right
+        after records, see :mod:`curvlens.hooks.schedule`) / training time (between monitor calls).
 
         Calls that cannot be due do not read the clock; the training time of those since the
         last read is counted at the mean time per step."""

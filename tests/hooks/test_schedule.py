@@ -36,7 +36,9 @@ def test_slowdown_holds_within_a_point_with_setup_and_noisy_costs():
     measured, after, _ = _simulate(s, 20000, 0.01, lambda k: float(costs[k]), rng, noise=0.5)
     assert len(measured) >= 10
     # monitoring time (setup included) / training time: (time with / time without) - 1
-    assert s.monitor_time == pytest.approx(1.0 + costs[: len(measured)].sum())
+    # (+ the signed excess of the steps timed after records: here pure step noise, averaging out)
+    assert s.monitor_time == pytest.approx(1.0 + costs[: len(measured)].sum() + s.settle_time)
+    assert abs(s.settle_time) < 0.002 * s.monitor_time
     assert abs(s.fraction - 0.05) <= 0.01
     assert max(after) <= 0.05 * 1.35  # at most one record's cost noise above the target after a record
 
@@ -201,7 +203,8 @@ def _run_counting(monkeypatch, steps, step_seconds, skip=True, **kw):
 
 def test_fixed_every_reads_no_clock_between_records(monkeypatch):
     mon, steps, idle_reads = _run_counting(monkeypatch, 50, 0.1, every=10)
-    assert steps == [10, 20, 30, 40, 50] and idle_reads == 0
+    # only the 4 steps after each record are timed (the post-record excess, see Schedule)
+    assert steps == [10, 20, 30, 40, 50] and idle_reads == 4 * 4
 
 
 def test_adaptive_schedule_reads_the_clock_rarely_and_measures_the_same_steps(monkeypatch):
@@ -211,3 +214,103 @@ def test_adaptive_schedule_reads_the_clock_rarely_and_measures_the_same_steps(mo
     assert ref_reads == 8000 - len(ref_steps)  # without skipping: one read per idle call
     assert idle_reads < 0.05 * ref_reads
     assert mon.overhead_fraction == pytest.approx(ref.overhead_fraction)  # skipped calls counted at the mean
+
+
+def _simulate_slow_after(s, steps, step_cost, record_cost, extra):
+    """Like ``_simulate``; the ``k``-th step after a record costs ``extra[k - 1]`` more."""
+    now, since, measured, paid = 0.0, None, [], 0.0
+    for t in range(1, steps + 1):
+        now += step_cost
+        if since is not None:
+            since += 1
+            if since <= len(extra):
+                now += extra[since - 1]
+                paid += extra[since - 1]
+        if s.due(t, now):
+            now += record_cost
+            s.done(record_cost, now)
+            measured.append(t)
+            since = 0
+    return measured, paid
+
+
+@pytest.mark.parametrize("overhead", [None, 0.05])
+def test_slow_steps_after_a_record_are_charged_to_monitoring(overhead):
+    extra = (0.05, 0.02, 0.01)  # the first three steps after each record are slower
+    s = Schedule(every=100, overhead=overhead)
+    s.charge(0.0, now=0.0)  # the clock starts with training
+    measured, paid = _simulate_slow_after(s, 30000, 0.01, 0.5, extra)
+    assert len(measured) >= 10
+    base = 30000 * 0.01  # training time without the monitor
+    true = (len(measured) * 0.5 + paid) / base  # (time with / time without) - 1
+    assert s.settle_time == pytest.approx(paid)
+    assert s.fraction == pytest.approx(true, rel=1e-9) and s.train_time == pytest.approx(base)
+    assert s.step_time == pytest.approx(0.01)
+    if overhead is not None:
+        assert abs(true - 0.05) <= 0.01
+        uncharged = Schedule(overhead=overhead, settle_steps=0)
+        uncharged.charge(0.0, now=0.0)
+        m0, paid0 = _simulate_slow_after(uncharged, 30000, 0.01, 0.5, extra)
+        assert uncharged.fraction == pytest.approx(len(m0) * 0.5 / (base + paid0))  # the excess counts as training
+        assert (len(m0) * 0.5 + paid0) / base - 0.05 > 0.006  # and the true slowdown overshoots the target
+
+
+def test_settle_charge_is_signed():
+    s = Schedule(every=10, settle_steps=2)
+    now = 0.0
+    for t in range(1, 10):  # ordinary steps of 1 s
+        now += 1.0
+        s.due(t, now)
+    now += 1.0
+    assert s.due(10, now)
+    s.done(3.0, now + 3.0)
+    now += 3.0
+    assert s.settling
+    for dt in (0.5, 0.7):  # faster than usual after the record: credited back
+        now += dt
+        s.due(11, now)
+    assert not s.settling and s.settle_time == pytest.approx(-0.8)
+    assert s.monitor_time == pytest.approx(2.2) and s.record_time == pytest.approx(2.2)
+    assert s.last_cost == pytest.approx(2.2)
+    assert s.train_time == pytest.approx(8.0 + 1.0 + 2.0)  # steps 2-10, the window at the mean step
+    for t, dt in ((12, 1.0), (13, 1.0)):
+        now += dt
+        s.due(t, now)
+    assert s.base_steps == 11 and s.step_time == pytest.approx(1.0)  # the window is not an ordinary step
+    with pytest.raises(ValueError, match=r"^settle_steps: expected an int >= 0 .*got -1; pass e.g. settle_steps=4$"):
+        Schedule(settle_steps=-1)
+
+
+def test_monitor_charges_slow_steps_after_records_on_an_injected_clock(monkeypatch):
+    clock = _CountingClock()
+    monkeypatch.setattr(monitor_module, "_clocks", lambda: (clock, clock))
+    real = HessianOperator._matmat
+
+    def timed(self, V):
+        clock.now += 1.0 * V.shape[1]
+        return real(self, V)
+
+    monkeypatch.setattr(HessianOperator, "_matmat", timed)
+    model, x, y = _problem()
+    mon = CurvatureMonitor(model, nn.MSELoss(), (x, y), overhead=0.05, lanczos_steps=10)
+    extra, paid, since, idle_reads = (3.0, 1.0), 0.0, None, 0
+    start = clock.now - mon.setup_seconds
+    for t in range(1, 12001):
+        clock.now += 0.5
+        if since is not None:
+            since += 1
+            if since <= len(extra):
+                clock.now += extra[since - 1]
+                paid += extra[since - 1]
+        before = clock.reads
+        rec = mon.step(t, lr=0.1)
+        if rec is not None:
+            since = 0
+        else:
+            idle_reads += clock.reads - before
+    true = (clock.now - start) / (12000 * 0.5) - 1  # (time with / time without) - 1
+    assert len(mon.records) >= 10
+    assert mon.schedule.settle_time == pytest.approx(paid)
+    assert mon.overhead_fraction == pytest.approx(true, rel=1e-6)
+    assert abs(true - 0.05) <= 0.01
+    assert idle_reads < 0.05 * 12000  # the timed steps add 4 clock reads a record
