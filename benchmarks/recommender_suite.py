@@ -63,7 +63,9 @@ SEEDS = (0, 1, 2)
 TRAIN_SETTINGS = {
     "sgd_momentum": {"momentum": 0.9},
     "adamw": {"betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0},
-    "lbfgs": {"history_size": 10, "line_search_fn": "strong_wolfe", "max_iter": 1},
+    # max_eval: torch.optim.LBFGS allows int(1.25 * max_iter) evaluations per .step() by default, i.e. one at
+    # max_iter=1: its strong-Wolfe search then stops after the first trial step and keeps t=lr or t=0
+    "lbfgs": {"history_size": 10, "line_search_fn": "strong_wolfe", "max_iter": 5, "max_eval": 30},
     "kfac": {"momentum": 0.9, "damping": 1e-3},
     "newton_cg": {},
     "saddle_free_newton": {},

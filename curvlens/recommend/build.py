@@ -21,7 +21,7 @@ __all__ = ["TORCH_BUILDERS", "REGISTRY_NAMES", "runnable", "constructor_kwargs",
 TORCH_BUILDERS = {
     "sgd_momentum": ("SGD", ("lr", "momentum")),
     "adamw": ("AdamW", ("lr", "betas", "eps", "weight_decay")),
-    "lbfgs": ("LBFGS", ("lr", "history_size", "line_search_fn", "max_iter")),
+    "lbfgs": ("LBFGS", ("lr", "history_size", "line_search_fn", "max_iter", "max_eval")),
 }
 #: candidate id -> name in curvlens.optim's registry, and hyperparameter -> constructor argument
 REGISTRY_NAMES = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import statistics
 from collections.abc import Mapping
 from typing import Any, Sequence
 
@@ -227,22 +228,27 @@ def recommend(analysis: Any, context: RecommendationContext | Mapping | None = N
 
 def _measure_steps(summary: dict, ctx: RecommendationContext, model: Any, loss_fn: Any, data: Any) -> dict:
     """``step_seconds_<candidate>``: the measured CPU time of one step of every runnable candidate
-    with its suggested hyperparameters, at the training batch size (the time model of
-    :func:`~curvlens.recommend.rules_practical.rule_step_cost`); values already present are kept."""
-    from curvlens.recommend.trials import step_seconds
+    with its suggested hyperparameters, at the training batch size, timed in interleaved rounds
+    against an SGD step (:func:`~curvlens.recommend.timing.interleaved_step_seconds`; the time model
+    of :func:`~curvlens.recommend.rules_practical.rule_step_cost`); values already present are kept."""
+    from curvlens.recommend.timing import interleaved_step_seconds
 
     m = Measurements(summary)
     full = m.full_batch(ctx.batch_size, ctx.dataset_size)
-    out = {}
-    for o in CANDIDATES:
-        key = f"step_seconds_{o}"
-        if summary.get(key) is not None or not _runnable(o)[0]:
-            continue
-        sec = step_seconds(o, suggest(o, m, ctx)[0], model, loss_fn, data,
-                           batch_size=None if full or ctx.batch_size is None else ctx.batch_size)
-        if sec is not None and sec > 0:
-            out[key] = sec
-    return out
+    todo = [o for o in CANDIDATES if summary.get(f"step_seconds_{o}") is None and _runnable(o)[0]]
+    if not todo:
+        return {}
+    specs = {o: suggest(o, m, ctx)[0] for o in dict.fromkeys(["sgd_momentum", *todo])}
+    info: dict = {}
+    sec = interleaved_step_seconds(specs, model, loss_fn, data,
+                                   batch_size=None if full or ctx.batch_size is None else ctx.batch_size, out=info)
+    res = {f"step_seconds_{o}": v for o, v in sec.items() if o in todo and v > 0}
+    acc = [a for a in info.get("accepted_steps", {}).get("lbfgs", []) if a > 0]
+    if acc and summary.get("lbfgs_accepted_step") is None:  # the line search's verdict on the first trial step
+        res["lbfgs_accepted_step"] = float(statistics.median(acc))
+        res["lbfgs_first_step_kept"] = sum(abs(a - 1.0) < 1e-9 for a in acc) / len(acc)
+        res["lbfgs_first_step_lr"] = float(specs["lbfgs"]["lr"])
+    return res
 
 
 def _rates_at_common_time(trials) -> dict[str, float]:

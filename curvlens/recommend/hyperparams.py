@@ -4,6 +4,8 @@
   margin for the growth of sharpness during training, scaled by ``1/(1 + B_noise/B)`` at a
   mini-batch (McCandlish et al. 2018);
 - learning rate of Adam from the curvature along its early step ``sign(g)`` (measured);
+- L-BFGS's first trial step: the unit quasi-Newton step, moved to where its line search ends
+  when L-BFGS steps were timed on the model;
 - initial damping from the spectrum (bounds the damped condition number, and exceeds
   ``|lambda_min|`` when the curvature is indefinite);
 - minimum batch size of second-order methods from the noise study (critical batch);
@@ -94,10 +96,21 @@ def sgd_lr(m: Measurements, beta: float) -> tuple[float | None, float | None, fl
 def noise_lr_factor(m: Measurements, ctx: RecommendationContext) -> tuple[float, str | None]:
     """``(factor, reason)``: the step at batch ``B`` over the noise-free step, ``1 / (1 + B_noise / B)``.
 
-    McCandlish et al. 2018 (eq. 2.7): with gradient noise of scale ``B_noise`` (``gradient_noise_scale``,
-    tr(Sigma)/|G|^2), the step that decreases the quadratic model most in expectation at batch ``B``
-    is the noise-free one times ``1 / (1 + B_noise / B)``. A full batch has exact gradients (factor 1),
-    and without a measured noise scale there is nothing to scale by (factor 1, reason None).
+    McCandlish et al. 2018 (sec. 2.2): a step ``-eps G_est`` with a mini-batch gradient of covariance
+    ``Sigma / B`` changes the quadratic model by ``E[dL] = -eps |G|^2 + eps^2/2 (G^T H G + tr(H Sigma)/B)``.
+    The factor scales the step that the SGD rule derives from ``lambda_max``, not the line-optimal
+    step ``|G|^2 / G^T H G``: bounding ``H <= lambda_max I`` in both terms,
+    ``E[dL] <= -eps |G|^2 + eps^2/2 lambda_max (|G|^2 + tr(Sigma)/B)``, whose minimiser is
+    ``(1/lambda_max) / (1 + B_simple/B)`` with ``B_simple = tr(Sigma)/|G|^2`` (the measured
+    ``gradient_noise_scale``; McCandlish et al. derive it under ``H ~ I`` the same way). So the
+    stability-based lr (a fixed multiple of ``1/lambda_max``) times this factor is the minimiser of
+    an upper bound on the expected loss change: it never exceeds the stability limit and shrinks
+    with the noise as McCandlish's step does. The line-optimal step is not used: it is 1.1-220x
+    ``1/lambda_max`` on the validation suite's problems (benchmarks/recommender_suite.py), and on
+    its digits MLP at batch 32 ``min(stability lr, factor x line-optimal step)`` is the unscaled
+    stability lr 0.86, which diverged there.
+    A full batch has exact gradients (factor 1), and without a measured noise scale there is
+    nothing to scale by (factor 1, reason None).
 
     Example:
         >>> from curvlens.recommend.evidence import Measurements
@@ -110,8 +123,9 @@ def noise_lr_factor(m: Measurements, ctx: RecommendationContext) -> tuple[float,
     if bn is None or bn <= 0 or b is None or m.full_batch(b, ctx.dataset_size):
         return 1.0, None
     f = 1.0 / (1.0 + bn / b)
-    return f, (f"x {fmt(f, 3)} = 1/(1 + B_noise/B) with gradient noise scale {fmt(bn)} at batch {b}, the step that "
-               "lowers the loss most in expectation under mini-batch noise (McCandlish et al. 2018)")
+    return f, (f"x {fmt(f, 3)} = 1/(1 + B_noise/B) with gradient noise scale {fmt(bn)} at batch {b}: the step that "
+               "minimises a bound on the expected loss change under mini-batch noise with curvature lambda_max "
+               "(McCandlish et al. 2018)")
 
 
 def _sgd(m: Measurements, ctx: RecommendationContext, notes: list[str]):
@@ -167,6 +181,38 @@ def adam_lr(m: Measurements, ctx: RecommendationContext) -> tuple[float, str]:
                    "model=, loss_fn=, data= to recommend(), or run trials")
 
 
+def lbfgs_lr(m: Measurements) -> tuple[float, str]:
+    """L-BFGS's ``lr``: the first trial step of its strong-Wolfe line search, and where it comes from.
+
+    The prior is the unit step along the quasi-Newton direction: for quasi-Newton methods the
+    trial step 1 should be tried first, it is eventually accepted and keeps their superlinear
+    convergence (Nocedal & Wright 2006, sec. 3.5 and 6.1). When :func:`~curvlens.recommend.recommend`
+    timed L-BFGS steps on the model (``lbfgs_accepted_step``: the median over the timed steps of the
+    step the search accepted over the first trial step ``lbfgs_first_step_lr``), the first trial
+    step moves to where the search ends (a search that keeps shortening or extending it spends
+    evaluations each iteration to get there); a median of 1 keeps it.
+
+    Example:
+        >>> from curvlens.recommend.evidence import Measurements
+        >>> lbfgs_lr(Measurements({}))[0]
+        1.0
+        >>> lbfgs_lr(Measurements({"lbfgs_accepted_step": 0.25, "lbfgs_first_step_lr": 1.0,
+        ...                        "lbfgs_first_step_kept": 0.2}))[0]
+        0.25
+    """
+    ratio, tried, kept = m.num("lbfgs_accepted_step"), m.num("lbfgs_first_step_lr"), m.num("lbfgs_first_step_kept")
+    prior = ("the unit quasi-Newton step, tried first by quasi-Newton line searches (Nocedal & Wright 2006, "
+             "sec. 6.1)")
+    if ratio is None or tried is None or ratio <= 0 or tried <= 0:
+        return 1.0, prior + "; not measured (pass model=, loss_fn=, data= to recommend())"
+    lr = float(min(max(tried * ratio, 1e-3), 10.0))
+    seen = (f"measured: in timed L-BFGS steps from lr {fmt(tried, 3)} the strong-Wolfe search kept the first trial "
+            f"step in {100 * (kept or 0.0):.0f}% of them, median accepted step {fmt(ratio, 3)}x the first trial")
+    if lr == tried:
+        return lr, f"{prior}; {seen}, so it stays"
+    return lr, f"{seen}: the first trial step moves to where the search ends (prior: {prior})"
+
+
 def suggest(opt: str, m: Measurements, ctx: RecommendationContext) -> tuple[dict[str, Any], float, list[str]]:
     """Hyperparameters, cost per step (x SGD) and notes for candidate ``opt``."""
     notes: list[str] = []
@@ -212,9 +258,13 @@ def suggest(opt: str, m: Measurements, ctx: RecommendationContext) -> tuple[dict
         if ctx.memory_bytes is not None and p is not None:
             room = T.MEMORY_TIGHT_FRACTION * ctx.memory_bytes / (p * ctx.bytes_per_param)
             hist = int(min(T.LBFGS_HISTORY, max(3, (room - 3) // 2)))
-        hp = {"lr": 1.0, "history_size": hist, "line_search_fn": "strong_wolfe", "max_iter": 20}
-        notes.append("note: a strong-Wolfe line search picks each step (lr=1 is the first trial step); use the full "
-                     "batch: line searches need a deterministic loss; cost is per iteration (max_iter per .step())")
+        lr, why = lbfgs_lr(m)
+        hp = {"lr": lr, "history_size": hist, "line_search_fn": "strong_wolfe", "max_iter": 20,
+              "max_eval": 20 + 25}
+        notes.append(f"note: lr {fmt(lr, 3)} is the first trial step of the strong-Wolfe line search, which accepts or "
+                     f"changes it: {why}; use the full batch: line searches need a deterministic loss; cost is per "
+                     "iteration (max_iter per .step(); max_eval = max_iter + 25 so that every iteration has a "
+                     "complete search: torch's default int(1.25 * max_iter) evaluations can cut it short)")
         return hp, T.LBFGS_EVALS_PER_STEP, notes
     if opt == "saddle_free_newton":
         d = initial_damping(m, indefinite_ok=True)

@@ -292,7 +292,9 @@ def rule_step_cost(m: Measurements, ctx: RecommendationContext, out: Outcome) ->
     those, the modelled cost of :func:`curvlens.recommend.hyperparams.suggest` (curvature-product
     cost times the products a step needs). Progress per second, not per step, decides a
     fixed-time race, so the score falls by
-    :data:`~curvlens.recommend.thresholds.STEP_COST_PENALTY` per decade of ``c``.
+    :data:`~curvlens.recommend.thresholds.STEP_COST_PENALTY` per decade of ``c``. A measured ``c``
+    below :data:`~curvlens.recommend.thresholds.STEP_COST_RESOLUTION` is within the spread of
+    repeated timings and counts as 1 (a note, no penalty). For L-BFGS ``c`` is per iteration.
     """
     from curvlens.recommend.hyperparams import suggest
 
@@ -311,6 +313,10 @@ def rule_step_cost(m: Measurements, ctx: RecommendationContext, out: Outcome) ->
             cost = suggest(opt, m, ctx)[1]
             how = "modelled from the curvature-product cost" + ("" if t is None else f", {fmt(t, 3)} s per gradient")
         if cost <= 1.0:
+            continue
+        if sec is not None and unit is not None and unit > 0 and cost < T.STEP_COST_RESOLUTION:
+            out.note(opt, f"a step costs ~{fmt(cost, 3)} gradients ({how}): within the timing resolution "
+                     f"({T.STEP_COST_RESOLUTION}x), counted as the cost of an SGD step")
             continue
         out.oppose(opt, T.STEP_COST_PENALTY * math.log10(cost),
                    f"a step costs ~{fmt(cost, 3)} gradients ({how}): it must make {fmt(cost, 3)}x the progress of "

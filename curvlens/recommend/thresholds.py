@@ -98,6 +98,11 @@ CG_TOL = 1e-2
 #: score lost per decade of a candidate's cost per step in gradients (the time model: a step
 #: costing c gradients must make c times an SGD step's progress to break even in a time race).
 STEP_COST_PENALTY = 0.5
+#: measured step-cost ratios below this count as equal to an SGD step (no penalty): the spread of
+#: the interleaved timings (curvlens/recommend/timing.py) between processes on a loaded CPU,
+#: e.g. Adam/SGD 1.07-1.34 on a digits MLP and K-FAC/SGD 2.06-2.78 on an autoencoder over three
+#: processes each, so a smaller difference in cost is not evidence.
+STEP_COST_RESOLUTION = 1.3
 
 # --- damping (Levenberg-Marquardt; Martens 2010 "Deep learning via Hessian-free optimization").
 

@@ -3,7 +3,9 @@
 Each candidate is run from the same weights with a small learning-rate bracket around its
 advice (``lr x TRIAL_BRACKET``). For a line-search method such as L-BFGS the lr is the first
 step the line search tries: the search accepts or shortens it, so the bracket measures which
-initial step costs the fewest evaluations, and the trial's best becomes the advice. Every run has a fixed number of steps, planned from the trial time
+initial step costs the fewest evaluations, and the trial's best becomes the advice; an L-BFGS step
+makes :data:`LINE_SEARCH_ITERS` iterations, each with a complete search (``max_eval`` is passed:
+torch's default cuts the search short). Every run has a fixed number of steps, planned from the trial time
 and the measured cost of one step, so that a run is replayed exactly by ``(seed, steps)``; its
 CPU time (``time.process_time``) is measured. Candidates are re-ranked by the loss decrease per
 second of their best bracket member, a diverged run counting as no progress.
@@ -38,6 +40,14 @@ CURVE_POINTS = 8
 MIN_STEPS, MAX_STEPS = 3, 20_000
 #: steps timed per candidate to plan its runs
 CALIBRATION_STEPS = 3
+#: L-BFGS iterations per ``.step()`` in trials and step timings, and the evaluations each line search
+#: may use (torch's strong-Wolfe default ``max_ls``). ``torch.optim.LBFGS`` caps the evaluations of a
+#: ``.step()`` at ``int(1.25 * max_iter)`` by default, one at ``max_iter=1``: its search then keeps
+#: the first trial step or no step at all, so ``max_eval`` is always passed.
+LINE_SEARCH_ITERS, LINE_SEARCH_EVALS = 5, 25
+#: repetitions of a step timing (fresh optimizer from the same weights; the median is kept) while
+#: their CPU time stays under :data:`TIMING_REPEAT_SECONDS`
+TIMING_REPEATS, TIMING_REPEAT_SECONDS = 5, 1.0
 
 
 @register_result("recommendation_trial")
@@ -149,18 +159,31 @@ def _remove_new_hooks(saved: list) -> None:
             del d[k]
 
 
-def _one_run(candidate, model, loss_fn, problem, data, lr, steps, batch_size, seed) -> tuple[list, bool]:
-    """Train a fresh optimizer for ``steps`` steps; ``[(steps_done, seconds, loss)]`` and diverged."""
+def _iterations(opt, steps: int) -> int:
+    """Iterations ``opt`` made: ``torch.optim.LBFGS`` counts them in its state, other optimizers make one
+    per step."""
+    if isinstance(opt, torch.optim.LBFGS):
+        first = opt.param_groups[0]["params"][0]
+        return int(opt.state.get(first, {}).get("n_iter", steps))
+    return steps
+
+
+def _one_run(candidate, model, loss_fn, problem, data, lr, steps, batch_size, seed,
+             out: dict | None = None) -> tuple[list, bool]:
+    """Train a fresh optimizer for ``steps`` steps; ``[(steps_done, seconds, loss)]`` and diverged.
+    ``out`` (optional) receives ``iterations``: the optimizer's iterations (L-BFGS makes several a step),
+    and ``accepted_steps``: for L-BFGS the step its line search accepted at the end of each step over
+    the first trial step ``lr`` (1: the first trial was kept)."""
     gen = torch.Generator().manual_seed(seed)
     batches = _Batches(data, batch_size, gen)
     overrides = {"lr": lr}
-    if candidate.optimizer in LINE_SEARCH:
-        overrides["max_iter"] = 1  # one iteration per step: steps are comparable with other methods
+    if candidate.optimizer in LINE_SEARCH:  # a few iterations per step, each with a complete line search
+        overrides.update(max_iter=LINE_SEARCH_ITERS, max_eval=LINE_SEARCH_ITERS + LINE_SEARCH_EVALS)
     opt = candidate.build(model, loss_fn, generator=seed, **overrides)
     curvlens_step = hasattr(opt, "last_step") and hasattr(opt, "problem")
     marks = sorted({max(1, round(steps * (k + 1) / CURVE_POINTS)) for k in range(CURVE_POINTS)})
     l0 = float(problem.loss())
-    curve, spent, diverged = [(0, 0.0, l0)], 0.0, False
+    curve, spent, diverged, accepted = [(0, 0.0, l0)], 0.0, False, []
     for k in range(1, steps + 1):
         batch = batches.next()
         t0 = time.process_time()
@@ -169,12 +192,16 @@ def _one_run(candidate, model, loss_fn, problem, data, lr, steps, batch_size, se
         else:
             def closure():
                 opt.zero_grad(set_to_none=True)
-                out = problem.batch_loss(0, batch)[0]
-                out.backward()
-                return out
+                value = problem.batch_loss(0, batch)[0]
+                value.backward()
+                return value
 
             loss = opt.step(closure)
         spent += time.process_time() - t0
+        if isinstance(opt, torch.optim.LBFGS) and lr > 0:  # the step its line search accepted last
+            t = opt.state.get(opt.param_groups[0]["params"][0], {}).get("t")
+            if t is not None:
+                accepted.append(float(t) / lr)
         bad = loss is not None and not math.isfinite(float(loss.detach() if torch.is_tensor(loss) else loss))
         if k in marks or bad:
             full = float(problem.loss())
@@ -182,6 +209,9 @@ def _one_run(candidate, model, loss_fn, problem, data, lr, steps, batch_size, se
             if bad or not math.isfinite(full) or full > DIVERGED_FACTOR * l0 + 1e-12:
                 diverged = True
                 break
+    if out is not None:
+        out["iterations"] = _iterations(opt, curve[-1][0])
+        out["accepted_steps"] = accepted
     return curve, diverged
 
 
@@ -297,12 +327,18 @@ class _Spec:
 
 
 def step_seconds(optimizer: str, hyperparameters: dict, model: torch.nn.Module, loss_fn: Any, data: Any, *,
-                 batch_size: int | None = None, steps: int = CALIBRATION_STEPS, seed: int = 0) -> float | None:
-    """Measured CPU seconds of one step of ``optimizer`` with ``hyperparameters`` on the problem.
+                 batch_size: int | None = None, steps: int = CALIBRATION_STEPS, seed: int = 0,
+                 repeats: int = TIMING_REPEATS, out: dict | None = None) -> float | None:
+    """Measured CPU seconds of one step (L-BFGS: one iteration) of ``optimizer`` on the problem.
 
-    ``steps`` steps (L-BFGS: one iteration each) from the current weights, their mean CPU time
-    (``time.process_time``); the model, ``.grad``, flags, hooks and the global RNG come back as they
-    were, as in :func:`run_trials`. None when the optimizer cannot be built or a step fails.
+    ``steps`` steps from the current weights with a fresh optimizer, their CPU time
+    (``time.process_time``, so other processes on a loaded machine do not count) over the
+    iterations made; repeated up to ``repeats`` times while the repetitions' CPU time stays under
+    :data:`TIMING_REPEAT_SECONDS`, and the median kept (one slow repetition, e.g. a page fault or
+    a cache flush by another process, does not move it). The model, ``.grad``, flags, hooks and
+    the global RNG come back as they were, as in :func:`run_trials`. None when the optimizer
+    cannot be built or a step fails. ``out`` (optional) receives ``accepted_steps`` (L-BFGS: the
+    accepted step over the first trial step, one per timed step, see :func:`_one_run`).
     """
     from curvlens.problem import Problem
 
@@ -313,15 +349,27 @@ def step_seconds(optimizer: str, hyperparameters: dict, model: torch.nn.Module, 
     hooks = _hook_keys(model)
     spec = _Spec(optimizer, hyperparameters)
     lr = hyperparameters.get("lr")
-    try:
-        with torch.random.fork_rng(devices=_cuda_devices(params)):
-            torch.manual_seed(seed)
-            curve, _ = _one_run(spec, model, loss_fn, problem, data, 1.0 if lr is None else float(lr), int(steps),
-                                batch_size, seed)
-    except (RuntimeError, ValueError, TypeError):
-        return None
-    finally:
-        _remove_new_hooks(hooks)
-        _restore(model, params, *saved)
-    k, sec = curve[-1][0], curve[-1][1]
-    return sec / k if k > 0 else None
+    per_iter: list[float] = []
+    spent = 0.0
+    for _ in range(max(int(repeats), 1)):
+        info: dict = {}
+        try:
+            with torch.random.fork_rng(devices=_cuda_devices(params)):
+                torch.manual_seed(seed)
+                curve, _ = _one_run(spec, model, loss_fn, problem, data, 1.0 if lr is None else float(lr),
+                                    int(steps), batch_size, seed, out=info)
+        except (RuntimeError, ValueError, TypeError):
+            return None
+        finally:
+            _remove_new_hooks(hooks)
+            _restore(model, params, *saved)
+        sec, its = curve[-1][1], info.get("iterations", curve[-1][0])
+        if its <= 0:
+            return None
+        per_iter.append(sec / its)
+        if out is not None:
+            out.setdefault("accepted_steps", []).extend(info.get("accepted_steps", []))
+        spent += sec
+        if spent >= TIMING_REPEAT_SECONDS:
+            break
+    return float(np.median(per_iter))
