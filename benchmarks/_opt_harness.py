@@ -6,8 +6,9 @@ method) pair every value of the method's hyper-parameter grid is run with every 
 problem's CPU-time budget (``time.process_time`` on one thread; evaluations of the full
 training loss are excluded from the clock). The *tuned* setting of a method is the grid value
 with the smallest median time to the problem's target loss (ties and never-reached: the
-smallest median loss at the budget). Reported per method: the tuned value, the median time to
-target, the median loss (and the problem's extra metrics) at equal wall-clock (the budget).
+smallest median loss at the budget). Reported per method: the tuned value (marked when it is
+at an edge of its grid, where a wider grid may find a better one), the median time to target,
+the median loss (and the problem's extra metrics) at equal wall-clock (the budget).
 Each finished run is stored as JSON under ``OUT/runs/`` and reused, so an interrupted benchmark
 resumes (delete a method's folder after changing its settings; ``--no-cache`` ignores them).
 """
@@ -25,7 +26,8 @@ from typing import Any, Callable
 
 import torch
 
-__all__ = ["Curve", "RunSummary", "run_one", "run_grid", "tuned", "loss_at", "time_to_target", "median_curve"]
+__all__ = ["Curve", "RunSummary", "run_one", "run_grid", "tuned", "grid_edge", "loss_at", "time_to_target",
+           "median_curve"]
 
 
 @dataclass
@@ -156,6 +158,20 @@ def _median_metrics(ms: list[dict]) -> dict:
 def tuned(summary: RunSummary) -> float:
     """The grid value with the smallest median time to target, then smallest median loss at budget."""
     return min(summary.curves, key=lambda h: (summary.stats(h)["time_to_target"], summary.stats(h)["loss_at_budget"]))
+
+
+def grid_edge(grid, value: float) -> str | None:
+    """``"low"`` / ``"high"`` when ``value`` is the smallest / largest value of a grid of at least
+    two values (the tuned setting may lie beyond the grid: widen it), else None.
+
+    Example:
+        >>> grid_edge([1e-3, 1e-2, 1e-1], 1e-1), grid_edge([1e-3, 1e-2, 1e-1], 1e-2), grid_edge([1.0], 1.0)
+        ('high', None, None)
+    """
+    vals = sorted(float(v) for v in grid)
+    if len(vals) < 2:
+        return None
+    return "low" if float(value) == vals[0] else "high" if float(value) == vals[-1] else None
 
 
 def _cached_run(problem, method, h: float, s: int, budget: float, cache_dir) -> Curve:

@@ -46,6 +46,7 @@ def summarize(problem, runs: dict) -> dict:
     for name, rs in runs.items():
         h = H.tuned(rs)
         out["methods"][name] = {"kind": rs.kind, "hparam": rs.hparam_name, "tuned": h, "tuned_stats": rs.stats(h),
+                                "tuned_edge": H.grid_edge(list(rs.curves), h),
                                 "grid": {str(k): rs.stats(k) for k in rs.curves}, "budget_s": rs.budget,
                                 "median_curve": {"t": grid.tolist(), "loss": H.median_curve(rs.curves[h], grid)},
                                 "measured_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime())}
@@ -89,7 +90,9 @@ def rows(name: str, pjs: dict) -> list[str]:
         r_fo = f"< {bound:.2f} (bound)" if bound is not None else _fmt(v["ratio_vs_best_first_order"], ".2f")
         mets = ", ".join(f"{k}={_t(x):.3e}" for k, x in st["metrics_at_budget"].items())
         note = "" if v.get("measured_utc") else " (earlier run)"  # rows kept by --merge from an older file
-        out.append(f"| {m}{note} | {v['hparam']}={v['tuned']:g} | {st['steps']:.0f} | {_fmt(t)} | {r_fo} "
+        edge = v.get("tuned_edge", H.grid_edge([float(k) for k in v.get("grid", {})], v["tuned"]))
+        mark = f" (edge: {edge})" if edge else ""
+        out.append(f"| {m}{note} | {v['hparam']}={v['tuned']:g}{mark} | {st['steps']:.0f} | {_fmt(t)} | {r_fo} "
                    f"| {_fmt(v['ratio_vs_best_baseline'], '.2f')} | {_t(st['loss_at_budget']):.4e} | {mets} |")
     out.append("")
     return out
@@ -194,7 +197,8 @@ def write(js: dict, out: pathlib.Path) -> None:
               "first-order method reaches the target within its budget, the ratio is bounded by time / budget. "
               "Time to target is the CPU time at the end of the first step after which the full training loss is "
               "<= target (the loss is evaluated after every step while steps are longer than budget/150; "
-              "evaluations are not timed). Rows marked 'earlier run' were kept by --merge from an earlier "
+              "evaluations are not timed). '(edge: low/high)' marks a tuned value at the smallest/largest value of "
+              "its grid (the grids are widened per problem where that happened). Rows marked 'earlier run' were kept by --merge from an earlier "
               "session; the others carry their measurement time (measured_utc) in optimizers.json.", ""]
     (out / "optimizers.md").write_text("\n".join(header + md) + "\n")
     (out / "optimizers.json").write_text(json.dumps(js, indent=1, default=lambda o: None if o == math.inf else o))

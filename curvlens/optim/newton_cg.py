@@ -30,16 +30,15 @@ from curvlens.optim._base import CurvatureOptimizer, StepRecord, register_optimi
 from curvlens.optim._distributed import loss_and_gradient, rank_generator
 from curvlens.optim._newton_cg_analysis import settings_from_analysis
 from curvlens.optim._newton_cg_damping import DampingRule, reduction_ratio
-from curvlens.optim._newton_cg_precond import PRECONDITIONERS, curvature_diagonal
-from curvlens.optim._newton_cg_product import PRODUCTS, ProductChooser
-from curvlens.problem import resolve_loss_form
+from curvlens.optim._newton_cg_options import CURVATURES, check_options
+from curvlens.optim._newton_cg_precond import curvature_diagonal
+from curvlens.optim._newton_cg_product import ProductChooser
+from curvlens.optim._newton_cg_search import armijo_search, backtrack_kept
 from curvlens.problem.differentiable import check_twice_differentiable
 
-__all__ = ["DampingRule", "NewtonCG", "NewtonCGStep"]
+__all__ = ["CURVATURES", "DampingRule", "NewtonCG", "NewtonCGStep"]
 
 log = logging.getLogger(__name__)
-
-CURVATURES = ("ggn", "hessian", "fisher", "empirical_fisher")
 
 
 @dataclass(frozen=True)
@@ -114,8 +113,12 @@ class NewtonCG(CurvatureOptimizer):
             Martens' relative-progress tolerance (None: off).
         warm_start: CG starts from ``warm_start`` times the previous solution (0: from zero).
         backtrack: backtrack over the CG iterates kept at ``ceil(1.3^j)``.
+        backtrack_rho: take the last CG iterate without walking back when its reduction ratio
+            (actual / predicted decrease) is at least this (one loss evaluation); None always
+            walks back while the loss improves (see :mod:`curvlens.optim._newton_cg_search`).
         line_search: Armijo backtracking ``f(theta + a s) <= f + c a g^T s`` (``armijo_c``),
-            shrinking ``a`` by ``ls_shrink`` at most ``ls_max`` times.
+            at most ``ls_max`` shrinks of ``a`` by ``ls_shrink`` (or, with ``ls_low``, to the minimizer
+            of the quadratic interpolating the failed trial, kept in ``[ls_low a, ls_shrink a]``).
         weight_decay: adds ``weight_decay / 2 ||theta||^2`` to the objective (and to ``B``).
         params: which parameters (default all with ``requires_grad``).
         generator: the curvature batch, probes and MC Fisher samples (never the global RNG).
@@ -142,67 +145,30 @@ class NewtonCG(CurvatureOptimizer):
                  curvature_fraction: float = 0.5, preconditioner: str | None = "auto",
                  precond_exponent: float = 0.75, precond_probes: int = 10, cg_maxiter: int = 250,
                  cg_rtol: float = 1e-10, cg_progress_tol: float | None = 5e-4, warm_start: float = 0.95,
-                 backtrack: bool = True, line_search: bool = True, armijo_c: float = 1e-2,
-                 ls_shrink: float = 0.8, ls_max: int = 30, weight_decay: float = 0.0, params: Any = None,
+                 backtrack: bool = True, backtrack_rho: float | None = 0.5, line_search: bool = True,
+                 armijo_c: float = 1e-2, ls_shrink: float = 0.8, ls_low: float | None = None, ls_max: int = 30,
+                 weight_decay: float = 0.0, params: Any = None,
                  generator: torch.Generator | int | None = None, max_graph_memory: int | None = None,
                  product: str = "auto", max_jacobian_entries: int = 2**22,
                  process_group: Any = None):
-        num = self.check_number
-        lr = num(lr, "lr", low=0.0, strict=True, fix="pass e.g. lr=1.0 (the full Newton step)")
-        damping = num(damping, "damping", low=0.0, strict=False, fix="pass e.g. damping=1.0 (0 is undamped)")
-        if curvature not in CURVATURES:
-            raise ValueError(f"curvature: expected one of {', '.join(map(repr, CURVATURES))}, got {curvature!r}; "
-                             "pass curvature='ggn' (positive semi-definite, the default)")
-        if preconditioner not in PRECONDITIONERS:
-            raise ValueError(f"preconditioner: expected one of {PRECONDITIONERS}, got {preconditioner!r}; pass "
-                             "preconditioner='auto' (the default) or None")
-        if product not in PRODUCTS:
-            raise ValueError(f"product: expected one of {PRODUCTS}, got {product!r}; pass product='auto' (the "
-                             "Jacobian route for small GGN problems, autograd otherwise)")
-        if isinstance(max_jacobian_entries, bool) or not isinstance(max_jacobian_entries, int) \
-                or max_jacobian_entries < 1:
-            raise ValueError(f"max_jacobian_entries: expected a positive integer, got {max_jacobian_entries!r}; "
-                             "pass e.g. max_jacobian_entries=2**22")
-        curvature_fraction = num(curvature_fraction, "curvature_fraction", low=0.0, strict=True,
-                                 fix="pass a fraction in (0, 1], e.g. 0.5")
-        if curvature_fraction > 1:
-            raise ValueError(f"curvature_fraction: expected a fraction in (0, 1], got {curvature_fraction!r}; "
-                             "pass e.g. 0.5 (1 uses the whole batch)")
-        precond_exponent = num(precond_exponent, "precond_exponent", low=0.0, strict=False, fix="Martens uses 0.75")
-        warm_start = num(warm_start, "warm_start", low=0.0, strict=False, fix="pass a decay in [0, 1], e.g. 0.95")
-        armijo_c = num(armijo_c, "armijo_c", low=0.0, strict=True, fix="pass e.g. armijo_c=1e-2")
-        ls_shrink = num(ls_shrink, "ls_shrink", low=0.0, strict=True, fix="pass e.g. ls_shrink=0.8")
-        for name, v, hi in (("precond_exponent", precond_exponent, 1.0), ("warm_start", warm_start, 1.0),
-                            ("armijo_c", armijo_c, 0.5), ("ls_shrink", ls_shrink, 0.999)):
-            if v > hi:
-                raise ValueError(f"{name}: expected a value <= {hi:g}, got {v!r}; see the NewtonCG docstring")
-        weight_decay = num(weight_decay, "weight_decay", low=0.0, strict=False, fix="pass e.g. weight_decay=1e-4")
-        cg_rtol = num(cg_rtol, "cg_rtol", low=0.0, strict=False, fix="pass e.g. cg_rtol=1e-10")
-        if cg_progress_tol is not None:
-            cg_progress_tol = num(cg_progress_tol, "cg_progress_tol", low=0.0, strict=True,
-                                  fix="Martens uses 5e-4; None turns the progress stop off")
-        for name, v in (("cg_maxiter", cg_maxiter), ("precond_probes", precond_probes), ("ls_max", ls_max)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}: expected a positive integer, got {v!r}; pass e.g. {name}=10")
-        if damping_rule is not None and not isinstance(damping_rule, DampingRule):
-            raise TypeError(f"damping_rule: expected a curvlens.optim.newton_cg.DampingRule or None, got "
-                            f"{type(damping_rule).__name__}; pass DampingRule(boost=1.5, drop=2/3)")
-        if curvature in ("ggn", "fisher") and callable(loss_fn) and not isinstance(loss_fn, str) \
-                and resolve_loss_form(loss_fn) == "model_batch":
-            raise ValueError(f"loss_fn: curvature={curvature!r} needs a criterion applied to the model output, got "
-                             "a loss_fn(model, batch); pass curvature='hessian' or 'empirical_fisher'")
-        defaults = {"lr": lr, "weight_decay": weight_decay}
-        super().__init__(model, loss_fn, defaults, params=params, generator=generator, process_group=process_group)
-        self.global_state.setdefault("damping", damping)
-        self.curvature, self.adapt_damping = curvature, bool(adapt_damping)
-        self.damping_rule = damping_rule or DampingRule()
-        self.curvature_fraction, self.preconditioner = curvature_fraction, preconditioner
-        self.precond_exponent, self.precond_probes = precond_exponent, precond_probes
-        self.cg_maxiter, self.cg_rtol, self.cg_progress_tol = cg_maxiter, cg_rtol, cg_progress_tol
-        self.warm_start, self.backtrack, self.line_search = warm_start, bool(backtrack), bool(line_search)
-        self.armijo_c, self.ls_shrink, self.ls_max = armijo_c, ls_shrink, ls_max
+        o = check_options(loss_fn, curvature=curvature, lr=lr, damping=damping, damping_rule=damping_rule,
+                          curvature_fraction=curvature_fraction, preconditioner=preconditioner,
+                          precond_exponent=precond_exponent, precond_probes=precond_probes, cg_maxiter=cg_maxiter,
+                          cg_rtol=cg_rtol, cg_progress_tol=cg_progress_tol, warm_start=warm_start,
+                          backtrack_rho=backtrack_rho, armijo_c=armijo_c, ls_shrink=ls_shrink, ls_low=ls_low,
+                          ls_max=ls_max, weight_decay=weight_decay, product=product,
+                          max_jacobian_entries=max_jacobian_entries)
+        super().__init__(model, loss_fn, {"lr": o["lr"], "weight_decay": o["weight_decay"]}, params=params,
+                         generator=generator, process_group=process_group)
+        self.global_state.setdefault("damping", o["damping"])
+        self.adapt_damping, self.backtrack, self.line_search = bool(adapt_damping), bool(backtrack), bool(line_search)
+        self.damping_rule = o["damping_rule"] or DampingRule()
+        for name in ("curvature", "curvature_fraction", "preconditioner", "precond_exponent", "precond_probes",
+                     "cg_maxiter", "cg_rtol", "cg_progress_tol", "warm_start", "backtrack_rho", "armijo_c",
+                     "ls_shrink", "ls_low", "ls_max"):
+            setattr(self, name, o[name])
         self.max_graph_memory = max_graph_memory
-        self.products = ProductChooser(product, curvature, max_jacobian_entries)
+        self.products = ProductChooser(product, curvature, o["max_jacobian_entries"])
         self.analysis_reasons: tuple[str, ...] = ()
         self._checked_differentiable = curvature == "empirical_fisher"
 
@@ -334,7 +300,7 @@ class NewtonCG(CurvatureOptimizer):
             return self._reject(k, loss, lam, "non-finite curvature product in CG", **info)
         gs["prev_solution"] = res.x.detach().clone()
         snap = self.snapshot()
-        s, it, direction, fs, sAs = self._choose(problem, snap, res, g, wd, A)
+        s, it, direction, fs, sAs = self._choose(problem, snap, res, g, wd, f0)
         gts = float(g @ s)
         if not gts < 0:  # never uphill: fall back to the preconditioned gradient
             s = -g / m_diag if m_diag is not None else -g
@@ -365,7 +331,7 @@ class NewtonCG(CurvatureOptimizer):
                    f"{res.iterations} iterations", damping=lam, next_damping=new_lam, rho=rho, alpha=alpha,
             step_norm=alpha * float(torch.linalg.vector_norm(s)), **info), loss)
 
-    def _choose(self, problem, snap, res, g, wd, A):
+    def _choose(self, problem, snap, res, g, wd, f0):
         """(direction, CG iteration, objective at theta + s or None, s^T A s or None)."""
         kept = list(zip(res.kept_iterations, res.kept_iterates))
         phi = res.quadratic_values
@@ -380,25 +346,15 @@ class NewtonCG(CurvatureOptimizer):
             i, x = kept[-1]
             return x, i, "cg", None, 2.0 * (phi[i] - float(g @ x))
         # Martens (2010), Sec. 4.6: walk back from the last kept iterate while the objective improves
-        j = len(kept) - 1
-        fj = self._trial(problem, snap, kept[j][1], 1.0, wd)
-        while j > 0:
-            fprev = self._trial(problem, snap, kept[j - 1][1], 1.0, wd)
-            if not fprev < fj:
-                break
-            j, fj = j - 1, fprev
-        i, x = kept[j]
+        i, x, fj = backtrack_kept(lambda x, a: self._trial(problem, snap, x, a, wd), kept, phi, f0,
+                                  self.backtrack_rho)
         return x, i, "cg", fj, 2.0 * (phi[i] - float(g @ x))
 
     def _line_search(self, problem, snap, s, gts, f0, lr, fs, wd) -> tuple[float, float]:
         """(alpha, objective at theta + alpha s); alpha = 0 when no length is accepted."""
-        alpha = lr
-        f = fs if (fs is not None and lr == 1.0) else self._trial(problem, snap, s, alpha, wd)
+        f = fs if (fs is not None and lr == 1.0) else None
         if not self.line_search:
-            return (alpha, f) if math.isfinite(f) else (0.0, f)
-        for _ in range(self.ls_max):
-            if f <= f0 + self.armijo_c * alpha * gts:
-                return alpha, f
-            alpha *= self.ls_shrink
-            f = self._trial(problem, snap, s, alpha, wd)
-        return (alpha, f) if f <= f0 + self.armijo_c * alpha * gts else (0.0, f)
+            f = self._trial(problem, snap, s, lr, wd) if f is None else f
+            return (lr, f) if math.isfinite(f) else (0.0, f)
+        return armijo_search(lambda x, a: self._trial(problem, snap, x, a, wd), s, f0, gts, lr, f,
+                             c=self.armijo_c, shrink=self.ls_shrink, low=self.ls_low, max_iter=self.ls_max)
