@@ -315,3 +315,43 @@ def register_defaults() -> None:  # noqa: F811 - extends the standard problems b
             "deep_linear", "3-layer linear net 16-16-16-16, init std 1e-2/4 (near the origin saddle), teacher "
             "singular values 10,1,0.3,0.1, n=512, full batch, float64", _make_deep_linear, target=1e-3,
             budget=3.0, quick_budget=1.0, info=("initial loss ~6.3; plateaus at ~0.069, ~0.0063, ~6e-4",)))
+
+
+# ---------------------------------------------------------------------- small tanh autoencoder on its plateau
+def _tanh_autoencoder(scale: float = 1e-2) -> nn.Module:
+    """64-16-8-16-64 (tanh hidden layers, linear output), weights ``N(0, scale^2 / fan_in)``."""
+    sizes = [64, 16, 8, 16, 64]
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(nn.Tanh())
+    with torch.no_grad():
+        for layer in layers:
+            if isinstance(layer, nn.Linear):
+                layer.weight.normal_(0.0, scale / math.sqrt(layer.in_features))
+                layer.bias.zero_()
+    return nn.Sequential(*layers).double()
+
+
+def _make_tanh_autoencoder(seed: int) -> Instance:
+    """Started on the plateau of predicting the mean: small weights, the output bias = the data mean."""
+    X = _digits().double()
+    model = _init(seed, _tanh_autoencoder)
+    with torch.no_grad():
+        model[-1].bias.copy_(X.mean(0))
+    loss = nn.MSELoss()
+    return Instance(model, loss, (X, X), True, None, _full_loss(loss, (X, X)))
+
+
+_register_defaults_before_tanh_ae = register_defaults
+
+
+def register_defaults() -> None:  # noqa: F811 - extends the standard problems by the tanh autoencoder plateau
+    """The problems above and a small tanh autoencoder started on its mean-prediction plateau."""
+    _register_defaults_before_tanh_ae()
+    if "tanh_autoencoder" not in PROBLEMS:
+        register_problem(BenchProblem(
+            "tanh_autoencoder", "tanh autoencoder 64-16-8-16-64 on sklearn digits (/16), init std 1e-2/sqrt(fan_in), "
+            "output bias = data mean (on the mean-prediction plateau), full batch, float64", _make_tanh_autoencoder,
+            target=0.03, budget=3.0, quick_budget=1.0, info=("initial loss = the mean-prediction plateau ~0.0735",)))
