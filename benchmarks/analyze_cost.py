@@ -104,6 +104,24 @@ def _peak_kib() -> int:
     return hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
+def density_live_vectors(dens, D: int, itemsize: int) -> int:
+    """D-vectors SLQ holds at once (see curvlens/estimators/slq.py): the Lanczos bases of one group
+    of probes (``num_steps`` vectors each; groups fit in ``_BASIS_BYTES``, so one probe at a time
+    at D ~ 1M) plus the converged Ritz vectors deflated from the later probes, plus the next
+    Lanczos vector. Probes run after one another are freed in between, so the total number of
+    products is not what is held."""
+    import re
+
+    from curvlens.estimators.slq import _BASIS_BYTES
+
+    m = min(int(dens.num_steps), D)
+    found = re.search(r"(\d+) converged eigenpair\(s\) deflated", dens.info.status)
+    deflated = int(found.group(1)) if found else 0
+    probes = dens.num_probes + (1 if "served as the deflation pilot" in dens.info.status else 0)
+    group = max(1, min(probes, _BASIS_BYTES // max(m * D * itemsize, 1)))
+    return group * m + deflated + 1
+
+
 def memory_child(name: str, n: int, budget: int | None) -> dict:
     """Runs in a fresh process: analyze's peak resident memory above the resident set before it."""
     import gc
@@ -142,7 +160,7 @@ def memory_child(name: str, n: int, budget: int | None) -> dict:
     if res.bottom is not None:
         vecs["bottom"] = min(default_basis_size(1, 1, largest=False, dim=D), res.bottom.info.matvecs + 1)
     if res.density is not None:
-        vecs["density"] = res.density.info.matvecs + res.density.num_probes
+        vecs["density"] = density_live_vectors(res.density, D, item)
     basis = max(vecs.values(), default=0) * D * item / 2**20
     return {"model": name, "params": D, "peak_mb": peak, "stages_mb": stages, "rss_after_mb": after, "graph_mb": op.graph_bytes / 2**20,
             "basis_vectors": vecs, "basis_mb": basis, "exact_peak_reset": resettable, "matvecs": res.info.matvecs}

@@ -18,7 +18,7 @@ from curvlens.estimators._common import (
     orth,
     rel,
 )
-from curvlens.estimators._deflation import deflated_diagonal, deflated_slice_sums
+from curvlens.estimators._deflation import deflated_diagonal, deflated_slice_sums, plain_slice_sums
 from curvlens.estimators._probes import check_probe_kind, probe_vectors
 from curvlens.estimators.trace import TraceResult, trace_result_from_samples
 from curvlens.results import RunTimer
@@ -63,26 +63,53 @@ def _residual_probes(dim: int, k: int, *, probe: str, dtype, device, gen: torch.
     return lambda i, j: bits[:, i:j].to(dtype).mul_(2).sub_(1).to(device)
 
 
+def paired_probe_sums(op, Q, Z, det, k: int, blocks, *, probe: str, chunk: int, gen: torch.Generator,
+                      plain: bool = True) -> tuple[torch.Tensor, ...]:
+    """Deflated and plain samples of ``k`` probes, reduced :data:`PROBE_GROUP` probes at a time.
+
+    For each probe ``g`` (``probe_vectors(dim, k)``): the deflated sample (row sums of
+    ``deflated_row_samples``: ``tr(2PA - PAP) + g^T (I-P) A (I-P) g`` for ``P = Q Q^T``) and, with
+    ``plain``, Hutchinson's ``g^T A g`` of the same probe, from the same product
+    (``A g = A (I-P) g + Z Q^T g``). No (D, k) array is held.
+
+    Returns:
+        ``(x, x_blocks, y, y_blocks)``: float64 tensors (k,), (num_blocks, k), (k,), (num_blocks, k);
+        ``y`` and ``y_blocks`` are empty (0 columns) without ``plain``.
+    """
+    D = op.dim
+    columns = _residual_probes(D, k, probe=probe, dtype=op.dtype, device=op.device, gen=gen)
+    slabs = [slice(r, min(r + ROW_SLAB, D)) for r in range(0, D, ROW_SLAB)]
+    bslices = [b.slice for b in blocks] if blocks else []
+    xs, xbs, ys, ybs = [], [], [], []
+    step = min(PROBE_GROUP, chunk)
+    for i in range(0, k, step):
+        G = columns(i, min(i + step, k))
+        QtG = Q.T @ G
+        U = G - Q @ QtG
+        AU = apply_chunked(op, U, chunk)
+        del U
+        if plain:
+            AG = AU + Z @ QtG
+            ys.append(plain_slice_sums(G, AG, slabs).sum(0))
+            ybs.append(plain_slice_sums(G, AG, bslices))
+            del AG
+        AU -= Q @ (Q.T @ AU)  # the residual of deflated_row_samples, in place
+        xs.append(deflated_slice_sums(det, G, AU, slabs).sum(0))
+        xbs.append(deflated_slice_sums(det, G, AU, bslices))
+        del G, AU
+    empty = torch.zeros(0, dtype=torch.float64, device=det.device)
+    nb = len(bslices)
+    return (torch.cat(xs) if xs else empty, torch.cat(xbs, 1) if xbs else empty.reshape(nb, 0),
+            torch.cat(ys) if ys else empty, torch.cat(ybs, 1) if ybs else empty.reshape(nb, 0))
+
+
 def deflated_probe_sums(op, Q, Z, det, k: int, blocks, *, probe: str, chunk: int,
                         gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Trace samples (k,) and per-block samples (num_blocks, k), float64, from ``k`` probes on the
     residual of ``P = Q Q^T``: the row sums of ``deflated_row_samples`` for ``probe_vectors(dim, k)``,
     computed :data:`PROBE_GROUP` probes at a time so that no (D, k) array is held."""
-    D = op.dim
-    columns = _residual_probes(D, k, probe=probe, dtype=op.dtype, device=op.device, gen=gen)
-    slabs = [slice(r, min(r + ROW_SLAB, D)) for r in range(0, D, ROW_SLAB)]
-    bslices = [b.slice for b in blocks] if blocks else []
-    totals, per_block = [], []
-    for i in range(0, k, min(PROBE_GROUP, chunk)):
-        G = columns(i, min(i + min(PROBE_GROUP, chunk), k))
-        U = G - Q @ (Q.T @ G)
-        AU = apply_chunked(op, U, chunk)
-        del U
-        AU -= Q @ (Q.T @ AU)  # the residual of deflated_row_samples, in place
-        totals.append(deflated_slice_sums(det, G, AU, slabs).sum(0))
-        per_block.append(deflated_slice_sums(det, G, AU, bslices))
-        del G, AU
-    return torch.cat(totals), torch.cat(per_block, 1)
+    x, xb, _, _ = paired_probe_sums(op, Q, Z, det, k, blocks, probe=probe, chunk=chunk, gen=gen, plain=False)
+    return x, xb
 
 
 def deflated_trace(op, Q, Z, *, m: int, target, mx: int, method: str, probe: str, chunk: int,
@@ -177,4 +204,4 @@ def hutchpp_trace(
                           gen=gen, timer=timer, per_block=per_block, callback=callback)
 
 
-__all__ = ["hutchpp_trace", "deflated_trace"]
+__all__ = ["hutchpp_trace", "deflated_trace", "paired_probe_sums"]

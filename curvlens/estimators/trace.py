@@ -3,19 +3,19 @@
 Which estimator to use:
 
 * :func:`~curvlens.estimators.krylov_trace` (default recommendation): exact trace on a block
-  Krylov space plus Hutchinson on its complement. On Hessian-shaped spectra (a few outliers
-  over a wide bulk) the Krylov space holds far more of the trace than a random sketch, so it
-  has the lowest error per product we measured (25% below Hutchinson even on a flat trained
-  MLP Hessian, where Hutch++/XTrace gain little); its standard error is honest (i.i.d.
-  residual samples).
+  Krylov space plus Hutchinson on its complement, the split chosen from a pilot and falling
+  back to plain Hutchinson on flat spectra (never worse than it beyond sampling noise on the
+  spectra we measured). On Hessian-shaped spectra (a few outliers over a wide bulk) the
+  Krylov space holds far more of the trace than a random sketch, so it has the lowest error
+  per product we measured; its standard error is honest (from the spread of the probes).
 * :func:`~curvlens.estimators.xtrace`: the best of the sketch-based estimators, exact for
   rank < ``num_matvecs / 2``; its products come in two large batches (no sequential Krylov
   steps), and its leave-one-out standard error runs low at small budgets.
 * :func:`~curvlens.estimators.hutchpp_trace`: nearly as accurate as XTrace, cheaper
   bookkeeping, and its adaptive mode adds single probes (XTrace's adds pairs).
-* :func:`hutchinson_trace`: when the matrix is close to a multiple of the identity (then
-  Rademacher probes are nearly exact), for per-probe streaming with the smallest memory, or
-  to reproduce PyHessian-style numbers. Its error falls only like ``1/sqrt(num_matvecs)``,
+* :func:`hutchinson_trace`: for per-probe streaming with the smallest memory, or to
+  reproduce PyHessian-style numbers (``krylov_trace`` already falls back to it where
+  deflation does not pay). Its error falls only like ``1/sqrt(num_matvecs)``,
   while the deflated estimators reach ``1/num_matvecs`` on decaying spectra.
 """
 

@@ -70,8 +70,8 @@ def test_lower_error_than_hutchpp_xtrace_and_hutchinson_on_a_hessian_like_spectr
     A = _hessian_like()
     op, truth = DenseOperator(A), float(A.trace())
 
-    def rmse(f):
-        return math.sqrt(np.mean([(f(op, 40, generator=s).estimate - truth) ** 2 for s in range(40)]))
+    def rmse(f):  # 100 seeds: the RMSEs carry about 7% sampling error (40 were too few for the 0.85 margin)
+        return math.sqrt(np.mean([(f(op, 40, generator=s).estimate - truth) ** 2 for s in range(100)]))
 
     kr, xt, hpp, h = rmse(krylov_trace), rmse(xtrace), rmse(hutchpp_trace), rmse(hutchinson_trace)
     assert kr < 0.85 * min(xt, hpp) and kr < 0.2 * h
