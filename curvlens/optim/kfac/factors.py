@@ -30,6 +30,9 @@ __all__ = ["input_rows", "input_gram", "averaged_rows", "output_rows", "embeddin
 
 _CONV = (nn.Conv1d, nn.Conv2d)
 
+#: Input rows with at most this many entries get the bias input as a copied ones column.
+PAD_MAX = 1 << 16
+
 
 def _patches(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Unfolded patches of a batched convolution input, ``(N, C * prod(kernel), positions)``."""
@@ -103,6 +106,11 @@ def input_gram(module: nn.Module, x: torch.Tensor, reduce: bool = False) -> tupl
     """
     rows = averaged_rows(module, x) if reduce else _plain_rows(module, x)
     n = rows.shape[0]
+    if module.bias is not None and rows.numel() <= PAD_MAX:
+        # small rows: a copy with the ones column and one product (two operations instead of
+        # eight; the per-operation overhead outweighs the copy)
+        padded = F.pad(rows, (0, 1), value=1.0)
+        return padded.T @ padded, n
     g = rows.T @ rows
     if module.bias is None:
         return g, n

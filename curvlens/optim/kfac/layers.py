@@ -83,9 +83,11 @@ class _Block:
             self.reset_batch()
             return False
         for key in self.factor_keys:
-            batch = self._sums[key] / max(self._counts[key], 1.0)
+            count = max(self._counts[key], 1.0)
             old = self.factors.get(key)
-            self.factors[key] = batch if old is None else decay * old + (1.0 - decay) * batch
+            # out of place: the explicit inverses' snapshot may hold the old factor
+            self.factors[key] = (self._sums[key] / count if old is None
+                                 else torch.mul(old, decay).add_(self._sums[key], alpha=(1.0 - decay) / count))
         self.reset_batch()
         return True
 
@@ -100,6 +102,13 @@ class _Block:
             cached = (damping, self.eig, kron_denominator(eg, ea, damping))
             self._denom = cached
         return cached[2]
+
+    def precondition_dot(self, damping: float) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """:meth:`precondition` with ``<P g, g>`` as a 0-dim tensor: the KL clip's sum, and a
+        finiteness probe (``inf * 0`` and ``inf - inf`` are NaN, so it is non-finite whenever a
+        new entry is, and when the products overflow)."""
+        news = self.precondition(damping)
+        return news, torch.stack([torch.vdot(n.reshape(-1), p.grad.reshape(-1)) for n, p in zip(news, self.params)]).sum()
 
     def _eigs(self) -> list[Eigh]:
         e = getattr(self, "eig", None)
@@ -148,6 +157,9 @@ class KroneckerBlock(_Block):
         self.explicit = inverse == "cholesky" and not ekfac  # EKFAC needs the eigenbasis
         self.scales: torch.Tensor | None = None  # EKFAC second moments in the eigenbasis
         self._pairs: list = []
+        # looked up once (nn.Module attribute access is slow on the per-step path)
+        self._w, self._b = module.weight, module.bias
+        self._rows, self._flat = module.weight.shape[0], module.weight.dim() == 2
 
     def forward_stats(self, x: torch.Tensor) -> tuple[torch.Tensor, int] | None:
         x = x.to(self.params[0].dtype)
@@ -198,19 +210,39 @@ class KroneckerBlock(_Block):
             m = torch.cat([m, gb.reshape(-1, 1)], dim=1)
         return m
 
-    def precondition(self, damping: float) -> list[torch.Tensor]:
+    def _solve(self, damping: float, v: torch.Tensor) -> torch.Tensor:
         if self.explicit:
-            p = inverse_solve(*self._inverses(damping), self.grad_matrix())
-        elif self.ekfac:
-            ea, eg = self.eig
-            p = kron_solve(eg, ea, self.grad_matrix(), damping, scales=self._ekfac_scales())
+            return inverse_solve(*self._inverses(damping), v)
+        ea, eg = self.eig
+        if self.ekfac:
+            return kron_solve(eg, ea, v, damping, scales=self._ekfac_scales())
+        return kron_solve(eg, ea, v, damping, denom=self._denominator(damping))
+
+    def _split(self, p: torch.Tensor) -> list[torch.Tensor]:
+        w, b = self._w, self._b
+        pw = p if b is None else p[:, :-1]
+        if not self._flat:
+            pw = pw.reshape(w.shape)
+        return [pw] if b is None else [pw, p[:, -1]]
+
+    def precondition_dot(self, damping: float) -> tuple[list[torch.Tensor], torch.Tensor]:
+        # on the gradient matrix [W, b] at once: two products and one reduction per layer
+        w, b = self._w, self._b
+        if w.grad is None or (b is not None and b.grad is None):
+            v = self.grad_matrix()
+        elif b is None:
+            v = w.grad if self._flat else w.grad.reshape(self._rows, -1)
         else:
-            ea, eg = self.eig
-            p = kron_solve(eg, ea, self.grad_matrix(), damping, denom=self._denominator(damping))
-        w, b = self.module.weight, self.module.bias
-        if b is None:
-            return [p.reshape(w.shape)]
-        return [p[:, :-1].reshape(w.shape), p[:, -1].reshape(b.shape)]
+            v = torch.cat([w.grad if self._flat else w.grad.reshape(self._rows, -1), b.grad.unsqueeze(1)], 1)
+        if self.explicit:
+            ia, ig = self._inverses(damping)
+            p = inverse_solve(ia, ig, v)
+        else:
+            p = self._solve(damping, v)
+        return self._split(p), torch.vdot(p.reshape(-1), v.reshape(-1))
+
+    def precondition(self, damping: float) -> list[torch.Tensor]:
+        return self._split(self._solve(damping, self.grad_matrix()))
 
     def quad(self, deltas: list[torch.Tensor]) -> float:
         """``vec(D)^T (A (x) G) vec(D)`` (EKFAC: ``vec(D)^T Q diag(S) Q^T vec(D)``) for the update

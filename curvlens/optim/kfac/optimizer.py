@@ -29,6 +29,15 @@ _DAMPING_RANGE = (1e-8, 1e4)
 _DEFAULT_MOMENTUM = 0.5
 
 
+def _norm_total(tensors: list[torch.Tensor]) -> float:
+    """The sum of the tensors' norms (one fused reduction, one synchronization): non-finite when
+    any entry is, or when the norms overflow."""
+    norms = torch._foreach_norm(tensors)
+    if len({n.dtype for n in norms}) > 1:
+        norms = [n.double() for n in norms]
+    return float(torch.stack(norms).sum())
+
+
 @dataclass(frozen=True)
 class KFACStep(StepRecord):
     """A :class:`~curvlens.optim._base.StepRecord` with K-FAC's own numbers.
@@ -152,29 +161,31 @@ class KFAC(CurvatureOptimizer):
         adapt = self.adapt_damping and k % self.adapt_every == 0
         raw = {p: p.grad.clone() for p in self.params if p.grad is not None} if adapt else {}
         info = self.pre.step(lr=lr)
-        deltas = {}
         with torch.no_grad():
-            for p in self.params:
-                if p.grad is None:
-                    continue
-                d = p.grad + wd * p if wd else p.grad
-                st = self.state[p]
-                buf = st.get("momentum_buffer")
-                buf = d.clone() if buf is None else torch.add(d, buf, alpha=mu)  # the old one stays intact
-                deltas[p] = (buf, -lr * buf if adapt else None)
-            # one synchronization: a sum is non-finite when an entry is (overflow: also refused)
-            if deltas and not math.isfinite(float(torch.stack([b.sum().double() for b, _ in deltas.values()]).sum())):
+            ps = [p for p in self.params if p.grad is not None]
+            ds = [p.grad for p in ps]
+            if wd:
+                ds = torch._foreach_add(ds, ps, alpha=wd)
+            olds = [self.state[p].get("momentum_buffer") for p in ps]
+            if all(b is not None for b in olds):  # out of place: the old buffers stay intact
+                bufs = torch._foreach_add(ds, olds, alpha=mu) if ps else []
+            else:
+                bufs = [d.clone() if b is None else torch.add(d, b, alpha=mu) for d, b in zip(ds, olds)]
+            # one synchronization: a norm is non-finite when an entry is (overflow: also refused)
+            if bufs and not math.isfinite(_norm_total(bufs)):
                 return KFACStep(k, value, None, False, "non-finite update; weights unchanged", self.pre.damping,
                                 info.kl_scale, None, info.factors_updated, info.inverses_updated)
             snap = self.snapshot() if adapt else None
-            for p, (buf, _) in deltas.items():
+            for p, buf in zip(ps, bufs):
                 self.state[p]["momentum_buffer"] = buf
-                p.add_(buf, alpha=-lr)
+            if ps:
+                torch._foreach_add_(ps, bufs, alpha=-lr)
+            deltas = {p: torch.mul(buf, -lr) for p, buf in zip(ps, bufs)} if adapt else {}
         rho, after = None, None
         if adapt:
-            rho, after = self._adapt(batch, value, raw, {p: dl for p, (_, dl) in deltas.items()}, snap)
+            rho, after = self._adapt(batch, value, raw, deltas, snap)
         with torch.no_grad():
-            probe = float(torch.stack([p.sum().double() for p in self.params]).sum()) if self.params else 0.0
+            probe = _norm_total(self.params) if self.params else 0.0
         if not math.isfinite(probe) and not self.params_finite():  # pragma: no cover - guarded above
             self.restore(snap or [p.detach() for p in self.params])
         return KFACStep(k, value, after, True, "ok", self.pre.damping, info.kl_scale, rho,

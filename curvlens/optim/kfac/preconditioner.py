@@ -261,27 +261,29 @@ class KFACPreconditioner:
         for name, b in self.blocks.items():
             if getattr(b, "ekfac", False):
                 b.update_scales(self.factor_decay, name in rebased)
-        news, skipped = [], ""
+        news, dots, skipped = [], [], ""
         for b in self.blocks.values():
             if b.ready and b.grads_present():
-                news.append((b, b.precondition(self.damping)))
-        # <P g, g> and a finiteness probe of every new gradient in one synchronization: a sum
-        # is non-finite when any entry is (or when finite entries overflow: skipped as well)
-        pairs = [(n, p.grad) for b, ns in news for n, p in zip(ns, b.params)]
-        vg, probe = 0.0, 0.0
-        if pairs:
-            sums = torch.stack([torch.stack([torch.vdot(n.reshape(-1), g.reshape(-1)), n.sum()]).double()
-                                for n, g in pairs]).sum(0).tolist()
-            vg, probe = float(sums[0]), float(sums[1])
+                ns, dot = b.precondition_dot(self.damping)
+                news.append((b, ns))
+                dots.append(dot)
+        # <P g, g> in one synchronization; non-finite when any new entry is (or when the
+        # products overflow): then the gradients are left as they were
+        if len({d.dtype for d in dots}) > 1:
+            dots = [d.double() for d in dots]
+        vg = float(torch.stack(dots).double().sum()) if dots else 0.0
         nu = 1.0
         if self.kl_clip is not None and vg > 0:
             nu = min(1.0, math.sqrt(self.kl_clip / (lr * lr * vg)))
-        if not (math.isfinite(vg) and math.isfinite(probe)):
+        if not math.isfinite(vg):
             skipped, news = "non-finite preconditioned gradient; gradients left unchanged", []
             logger.warning("K-FAC step %d: %s", self.steps, skipped)
-        for b, ns in news:
-            for n, p in zip(ns, b.params):
-                p.grad.copy_(n.mul_(nu))
+        if news:
+            srcs = [n for _, ns in news for n in ns]
+            grads = [p.grad for b, _ in news for p in b.params]
+            torch._foreach_copy_(grads, srcs)
+            if nu != 1.0:
+                torch._foreach_mul_(grads, nu)
         self._outputs, self._pending = [], []
         self.last_info = PreconditionInfo(self.steps, updated, inverted, nu, len(news), fallbacks, skipped)
         self.steps += 1
