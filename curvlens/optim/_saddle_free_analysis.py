@@ -1,14 +1,15 @@
 """Initial saddle-free Newton settings from a measured spectrum (:class:`~curvlens.AnalysisResult`).
 
-- ``damping`` is the curvature scale below which directions count as flat: ``|lambda| +
-  damping`` never falls below it, and with ``negative="escape"`` only curvature below
-  ``-damping`` gets an escape step. It starts at the mean eigenvalue ``trace / D`` (as for
-  Newton-CG; else ``1e-3 lambda_max``) and, when the Hessian has a measured negative
-  eigenvalue, at most ``|lambda_min| / 2`` so that the measured negative curvature is escaped
-  along, not flattened away.
+- ``damping`` is the curvature scale below which the directions that get no escape step count
+  as flat: ``|lambda| + damping`` never falls below it (which eigenvalues get an escape step is
+  decided by the optimizer's relative ``negative_tol``, not by the damping). It starts at the
+  mean eigenvalue ``trace / D`` (as for Newton-CG; else ``1e-3 lambda_max``) and, when the
+  Hessian has a measured negative eigenvalue, at most ``|lambda_min| / 2``, so that directions
+  as curved as the saddle's are not damped by more than half their curvature.
 - ``negative``: ``"escape"`` when the measurement shows a saddle (negative spectral mass above
   the recommender's saddle threshold, or ``lambda_min < -damping``), else ``"abs"`` (the two
-  rules agree where no eigenvalue is below ``-damping``; ``"abs"`` says so explicitly).
+  rules agree where the subspace has no clearly negative eigenvalue; ``"abs"`` says so
+  explicitly).
 - ``trust_radius``: the length ``||g|| / (|lambda_min| + damping)`` of the saddle-free step
   along the most negative direction when the gradient norm was measured (``gradient_noise``),
   the length the ``|lambda|^{-1}`` rule could take there; the radius then doubles after every
@@ -59,8 +60,8 @@ def settings_from_analysis(result) -> tuple[dict, tuple[str, ...]]:
     hessian = measured == "hessian"
     if hessian and lmin is not None and lmin < 0 and damping > 0.5 * abs(lmin):
         damping = 0.5 * abs(lmin)
-        reasons.append(f"damping lowered to {damping:.3g} = |lambda_min|/2 (lambda_min={lmin:.3g}) so that the "
-                       "measured negative curvature gets escape steps instead of being damped away")
+        reasons.append(f"damping lowered to {damping:.3g} = |lambda_min|/2 (lambda_min={lmin:.3g}) so that "
+                       "directions as curved as the saddle's are damped by at most half their curvature")
     if not hessian:
         negative = "escape"
         reasons.append(f"negative='escape': the {measured} is PSD by construction, so it shows no saddles; the "

@@ -10,14 +10,24 @@ subject to ``||c|| <= radius``, where ``D_i`` says how each direction is treated
   (downhill along positive curvature, away from the saddle along negative curvature). Near a
   small-initialization saddle both ``a_i`` and ``lambda_i`` shrink with the distance to it, so
   this step shrinks too and the iterates grow only geometrically.
-- ``negative="escape"``: for directions of clearly negative curvature (``lambda_i < -damping``)
-  ``D_i = lambda_i``, the true curvature. The model is unbounded below along them, so the step
+- ``negative="escape"``: for directions of clearly negative curvature,
+  ``lambda_i < -negative_tol * max_j |lambda_j|`` (a tolerance *relative* to the subspace's
+  curvature scale and independent of the damping, so a saddle whose negative curvature is far
+  smaller than the damping is still seen), ``D_i = lambda_i``, the true curvature. The model is unbounded below along them, so the step
   lies on the trust-region boundary: the exact trust-region solution ``c_i = -a_i / (D_i + mu)``,
   ``mu > -min D``, ``||c|| = radius`` (Moré & Sorensen 1983; in a Lanczos subspace: Gould,
   Lucidi, Roma & Toint 1999), which puts almost all of the length on the most negative
   direction with the downhill sign ``-sign(a_i)``. Its length is the radius however small the
   gradient is, as in negative-curvature descent methods (Curtis & Robinson 2019). In the hard
   case (no gradient along the most negative direction) the remaining length goes along it.
+  All other directions (positive, flat, or negative within the tolerance) keep
+  ``D_i = (|lambda_i| + damping) / lr``.
+
+The default tolerance, :func:`default_negative_tol`, is ``2 sqrt(eps)`` of the eigenvalues'
+dtype (``3.0e-8`` in float64, ``6.9e-4`` in float32): eigenvalues of the projected matrix carry
+rounding errors of order ``eps * ||H||`` amplified by the products' summations, and ``sqrt(eps)``
+leaves a wide margin above that noise while still resolving a negative eigenvalue ``1e-6`` of the
+largest one in float64.
 
 ``mu`` solves the secular equation ``||c(mu)|| = radius`` by bisection on ``log`` of its
 distance to the pole, bracketed by closed forms (``|a_J| / r <= t <= ||a|| / r``).
@@ -30,7 +40,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["SubspaceStep", "subspace_step"]
+__all__ = ["SubspaceStep", "default_negative_tol", "subspace_step"]
 
 _BISECTIONS = 80
 
@@ -71,18 +81,37 @@ def _solve(a: list[float], e: list[float], radius: float, low: float, high: floa
     return math.exp(hi)  # the side with ||c|| <= radius
 
 
+def default_negative_tol(dtype: torch.dtype) -> float:
+    """``2 sqrt(eps)`` of ``dtype``: the relative level below which curvature counts as negative.
+
+    Example:
+        >>> import torch
+        >>> f"{default_negative_tol(torch.float64):.2e}", f"{default_negative_tol(torch.float32):.2e}"
+        ('2.98e-08', '6.91e-04')
+    """
+    return 2.0 * math.sqrt(torch.finfo(dtype).eps)
+
+
+def negative_threshold(eigenvalues: torch.Tensor, negative_tol: float | None = None) -> float:
+    """``negative_tol * max|lambda|`` (``None``: :func:`default_negative_tol` of the eigenvalues' dtype)."""
+    tol = default_negative_tol(eigenvalues.dtype) if negative_tol is None else float(negative_tol)
+    return tol * float(eigenvalues.abs().max()) if eigenvalues.numel() else 0.0
+
+
 def subspace_step(eigenvalues: torch.Tensor, coefficients: torch.Tensor, *, damping: float, radius: float,
-                  lr: float = 1.0, negative: str = "escape") -> SubspaceStep:
+                  lr: float = 1.0, negative: str = "escape", negative_tol: float | None = None) -> SubspaceStep:
     """Solve the trust-region subproblem of the saddle-free model (see the module docstring).
 
     Args:
         eigenvalues: ``lambda`` of the projected Hessian (any order).
         coefficients: ``a``, the gradient in the same eigenbasis.
-        damping: added to ``|lambda|``; also the level below which negative curvature is
-            treated as flat (``negative="escape"``).
+        damping: added to ``|lambda|`` in every direction that gets no escape step.
         radius: trust radius (> 0).
         lr: scales the interior saddle-free step.
         negative: ``"escape"`` or ``"abs"``.
+        negative_tol: with ``"escape"``, curvature below ``-negative_tol * max|lambda|`` gets an
+            escape step (``0``: any negative eigenvalue); None: :func:`default_negative_tol` of
+            the eigenvalues' dtype.
 
     Returns:
         :class:`SubspaceStep`.
@@ -93,13 +122,16 @@ def subspace_step(eigenvalues: torch.Tensor, coefficients: torch.Tensor, *, damp
         >>> st = subspace_step(lam, a, damping=1e-4, radius=0.5)  # the escape step has the radius's length
         >>> [round(float(x), 4) for x in st.coefficients], st.escape, round(float(st.coefficients.norm()), 6)
         ([-0.4899, -0.0999], True, 0.5)
+        >>> subspace_step(lam, a, damping=1.0, radius=0.5).escape  # a damping far above |lambda| hides nothing
+        True
         >>> [round(float(x), 4) for x in subspace_step(lam, a, damping=1e-4, radius=0.5, negative="abs").coefficients]
         [-0.0009, -0.1]
     """
     lam = [float(x) for x in eigenvalues.double().tolist()]
     a = [float(x) for x in coefficients.double().tolist()]
+    thr = negative_threshold(eigenvalues, negative_tol) if negative == "escape" else math.inf
     if negative == "escape":
-        d = [li if li < -damping else (abs(li) + damping) / lr for li in lam]
+        d = [li if li < -thr else (abs(li) + damping) / lr for li in lam]
     else:
         d = [(abs(li) + damping) / lr for li in lam]
     dmin = min(d) if d else 1.0
@@ -127,7 +159,7 @@ def subspace_step(eigenvalues: torch.Tensor, coefficients: torch.Tensor, *, damp
             t = _solve(a, e, radius, low, max(anorm / radius, low))
             c = [0.0 if ai == 0 else -ai / (ei + t) for ai, ei in zip(a, e)]
     shift = t - pole
-    escape = escape and any(ci != 0.0 and li < -damping for ci, li in zip(c, lam))
+    escape = escape and any(ci != 0.0 and li < -thr for ci, li in zip(c, lam))
     model = sum(ai * ci + 0.5 * li * ci * ci for ai, ci, li in zip(a, c, lam))
     out = torch.tensor(c, dtype=torch.float64)
     return SubspaceStep(out, -model, boundary, escape, shift)

@@ -13,12 +13,14 @@ the saddle-free model (:mod:`curvlens.optim._subspace_trust_region`):
 
 - along positive (and flat) curvature ``c_i = -lr a_i / (|lambda_i| + damping)``, Dauphin's
   step, shortened Levenberg-Marquardt-style when it leaves the trust region;
-- along clearly negative curvature (``lambda_i < -damping``), with ``negative="escape"`` (the
+- along clearly negative curvature, ``lambda_i < -negative_tol * max|lambda|`` (relative to the
+  subspace's curvature scale, independent of the damping), with ``negative="escape"`` (the
   default), the true negative curvature is kept, so the step goes to the trust-region boundary
   with the downhill sign: near a small-initialization saddle ``|lambda|^{-1} g`` shrinks with
   the distance to the saddle, while this escape step keeps the trust radius, which doubles
   after every step whose reduction ratio is good. ``negative="abs"`` is the paper's
-  ``|lambda|^{-1}`` rule in every direction.
+  ``|lambda|^{-1}`` rule in every direction. The damping acts only on the other directions, so a
+  saddle whose negative curvature is far smaller than the damping still gets an escape step.
 
 A fresh Krylov basis contains the gradient; on the steps that reuse an older basis
 (``refresh_every > 1``) the gradient's component outside it, ``(I - V V^T) g``, takes a
@@ -50,7 +52,7 @@ from curvlens.optim._distributed import loss_and_gradient
 from curvlens.optim._krylov_subspace import krylov_subspace
 from curvlens.optim._saddle_free_analysis import settings_from_analysis
 from curvlens.optim._step_hessian import StepHessian
-from curvlens.optim._subspace_trust_region import subspace_step
+from curvlens.optim._subspace_trust_region import default_negative_tol, negative_threshold, subspace_step
 
 __all__ = ["SaddleFreeNewton", "SaddleFreeStep"]
 
@@ -78,6 +80,8 @@ class SaddleFreeStep(StepRecord):
         matvecs: Hessian-vector products used.
         trust_radius: the radius the step was bounded by.
         escape: whether a direction of negative curvature got a trust-region-length step.
+        negative_threshold: ``negative_tol * max|lambda|``; curvature below its negative got the
+            escape rule (``negative="escape"``).
     """
 
     eigenvalues: tuple[float, ...] = ()
@@ -93,6 +97,7 @@ class SaddleFreeStep(StepRecord):
     matvecs: int = 0
     trust_radius: float = 0.0
     escape: bool = False
+    negative_threshold: float = 0.0
 
 
 def _check_int(value: Any, name: str, low: int, fix: str) -> int:
@@ -131,6 +136,11 @@ class SaddleFreeNewton(CurvatureOptimizer):
         max_trust_radius: the largest trust radius (None: ``100 * trust_radius``).
         negative: ``"escape"`` (a trust-region-length step along clearly negative curvature,
             the downhill sign) or ``"abs"`` (the ``|lambda|^{-1}`` rule of Dauphin et al. there too).
+        negative_tol: an eigenvalue counts as clearly negative when it is below
+            ``-negative_tol * max|lambda|`` of the subspace, whatever the damping (which acts only
+            on the other directions). None: ``2 sqrt(eps)`` of the parameters' dtype (``3.0e-8``
+            in float64, ``6.9e-4`` in float32), above the products' rounding noise; ``0`` counts
+            every negative eigenvalue. In ``[0, 1)``.
         params: which parameters (default: all with ``requires_grad``).
         generator: draws the Krylov start only when the gradient is exactly zero.
         process_group: None, ``"world"`` or a process group (as for :class:`~curvlens.Problem`):
@@ -155,7 +165,8 @@ class SaddleFreeNewton(CurvatureOptimizer):
     def __init__(self, model: nn.Module, loss_fn: Any, *, subspace: int = 10, damping: float = 1e-2,
                  lr: float = 1.0, base: str = "sgd", base_lr: float | None = None, refresh_every: int = 1,
                  between_refreshes: str = "exact", history: int = 0, trust_radius: float = 1.0,
-                 max_trust_radius: float | None = None, negative: str = "escape", params: Any = None,
+                 max_trust_radius: float | None = None, negative: str = "escape",
+                 negative_tol: float | None = None, params: Any = None,
                  generator: torch.Generator | int | None = None, process_group: Any = None):
         subspace = _check_int(subspace, "subspace", 1, "pass the number of Krylov directions, e.g. subspace=10")
         damping = self.check_number(damping, "damping", fix="pass e.g. damping=1e-2")
@@ -184,9 +195,15 @@ class SaddleFreeNewton(CurvatureOptimizer):
         if negative not in _NEGATIVE:
             raise ValueError(f"negative: expected 'escape' or 'abs', got {negative!r}; pick how directions of "
                              "negative curvature are stepped along")
+        if negative_tol is not None:
+            negative_tol = self.check_number(negative_tol, "negative_tol", strict=False,
+                                             fix="pass e.g. negative_tol=1e-6, or None for 2 sqrt(eps) of the dtype")
+            if negative_tol >= 1.0:
+                raise ValueError(f"negative_tol: expected a number in [0, 1) (relative to max|lambda|), got "
+                                 f"{negative_tol:g}; no eigenvalue is below -max|lambda|, use negative='abs' instead")
         defaults = dict(subspace=subspace, lr=lr, base=base, base_lr=base_lr, refresh_every=refresh_every,
                         between_refreshes=between_refreshes, history=history, trust_radius=trust_radius,
-                        max_trust_radius=max_trust_radius, negative=negative)
+                        max_trust_radius=max_trust_radius, negative=negative, negative_tol=negative_tol)
         super().__init__(model, loss_fn, defaults, params=params, generator=generator, process_group=process_group)
         gs = self.global_state
         gs.setdefault("damping", damping)
@@ -209,7 +226,8 @@ class SaddleFreeNewton(CurvatureOptimizer):
         return opt
 
     def _hp(self, key: str) -> Any:
-        return self.param_groups[0][key]
+        group = self.param_groups[0]
+        return group[key] if key in group else self.defaults[key]  # a state_dict saved before the key existed
 
     # ------------------------------------------------------------------ pieces of the step
     def _refresh(self, op: StepHessian, g: torch.Tensor) -> int:
@@ -275,8 +293,11 @@ class SaddleFreeNewton(CurvatureOptimizer):
         rule = self._hp("negative")
         if gnorm == 0.0:  # at a critical point every rule leaves along the most negative direction
             rule = "escape"
+        tol = self._hp("negative_tol")
+        tol = default_negative_tol(V.dtype) if tol is None else tol
+        rec["negative_threshold"] = negative_threshold(lam, tol)
         sub = subspace_step(lam, U.T @ cV.double(), damping=damping, radius=radius, lr=self._hp("lr"),
-                            negative=rule)
+                            negative=rule, negative_tol=tol)
         rec["escape"] = sub.escape
         s = V @ (U @ sub.coefficients).to(V.dtype)
         if rec["refreshed"]:  # a fresh Krylov basis starts at g: the step lies in it and the model is exact

@@ -119,6 +119,67 @@ def test_exact_saddle_point_leaves_along_negative_curvature_without_global_rng()
     assert opt.last_step.predicted_decrease == pytest.approx(0.01, rel=1e-10)
 
 
+def _faint_saddle(eps):
+    def loss(model, batch):
+        return (model.x ** 2).sum() - eps * model.y ** 2
+
+    return loss
+
+
+def test_faint_negative_curvature_far_below_the_damping_gets_the_escape_step():
+    """x^2 - eps y^2 with eps = 1e-6 and damping 1: lambda_y = -2e-6 is 5e5 times smaller than the
+    damping but 3e4 times above 2 sqrt(eps) max|lambda|, so it is escaped along; the step is the
+    exact trust-region solution of the model with D = (lambda_y, |lambda_x| + damping)."""
+    from scipy.optimize import brentq
+
+    eps, damping, radius, x0, y0 = 1e-6, 1.0, 0.5, 0.5, 1e-3
+    m = Vec([x0], y0)
+    opt = SaddleFreeNewton(m, _faint_saddle(eps), subspace=2, damping=damping, trust_radius=radius)
+    opt.step(B0)
+    r = opt.last_step
+    assert r.accepted and r.escape and r.num_negative == 1
+    assert r.eigenvalues == pytest.approx([-2 * eps, 2.0], rel=1e-6)
+    assert r.negative_threshold == pytest.approx(2 * math.sqrt(torch.finfo(DT).eps) * 2.0, rel=1e-9)
+    a = torch.tensor([-2 * eps * y0, 2 * x0], dtype=DT)  # the gradient along (y, x)
+    D = torch.tensor([-2 * eps, 2.0 + damping], dtype=DT)
+    t = brentq(lambda t: float(torch.linalg.vector_norm(a / (D + t))) - radius, 2 * eps + 1e-300, 10.0, xtol=1e-30,
+               rtol=1e-15)
+    c = -a / (D + t)
+    assert float(m.y.detach()) == pytest.approx(y0 + float(c[0]), rel=1e-7)
+    assert float(m.x.detach()) == pytest.approx(x0 + float(c[1]), rel=1e-9)
+    assert float(m.y.detach()) > 0.3 and r.step_norm == pytest.approx(radius, rel=1e-9)  # downhill: same side
+    assert r.actual_decrease == pytest.approx(r.predicted_decrease, rel=1e-9)  # the model is exact
+    for _ in range(4):  # it keeps leaving: the radius doubles after good boundary steps
+        opt.step(B0)
+    assert opt.last_step.escape and float(m.y.detach()) > 4.0
+
+
+def test_faint_negative_curvature_was_flattened_when_the_threshold_was_the_damping():
+    """The former rule (escape only below -damping) is negative_tol = damping / max|lambda|: y barely moves."""
+    eps, damping, y0 = 1e-6, 1.0, 1e-3
+    m = Vec([0.5], y0)
+    opt = SaddleFreeNewton(m, _faint_saddle(eps), subspace=2, damping=damping, trust_radius=0.5, negative_tol=0.5)
+    for _ in range(5):
+        opt.step(B0)
+        assert opt.last_step.accepted and not opt.last_step.escape
+    assert abs(float(m.y.detach()) - y0) < 1e-7  # steps of 2e-9 / (2e-6 + damping) along y
+
+
+def test_negative_tol_zero_counts_every_negative_eigenvalue_and_positive_directions_keep_the_damping():
+    H = torch.diag(torch.tensor([4.0, 1.0, -1e-12], dtype=DT))
+    b = torch.tensor([1.0, 1.0, 0.3], dtype=DT)
+    for tol, escaped in ((0.0, True), (None, False)):  # -1e-12 / 4 is below 2 sqrt(eps): noise by default
+        m = Vec(torch.zeros(2), 1e-3)
+        opt = SaddleFreeNewton(m, quadratic(H, b), subspace=3, damping=0.5, trust_radius=1e6, max_trust_radius=1e6,
+                               negative_tol=tol)
+        opt.step(B0)
+        assert opt.last_step.escape is escaped
+        if not escaped:  # the saddle-free step -(|lambda| + damping)^{-1} g in every direction
+            g = H @ torch.tensor([0.0, 0.0, 1e-3], dtype=DT) - b
+            expected = torch.tensor([0.0, 0.0, 1e-3], dtype=DT) - g / (H.diagonal().abs() + 0.5)
+            assert torch.allclose(flat(m), expected, atol=1e-12)
+
+
 # ---------------------------------------------------------------------- quadratics
 @pytest.mark.parametrize("subspace", [3, 5])
 def test_convex_quadratic_takes_the_newton_step(subspace):
@@ -249,6 +310,23 @@ def test_state_dict_round_trip_continues_bit_identically(via):
     assert opt2.last_step == opt.last_step
 
 
+def test_state_dict_keeps_negative_tol_and_loads_one_saved_without_it():
+    model, batch = _tiny()
+    opt = SaddleFreeNewton(model, nn.MSELoss(), subspace=3, negative_tol=1e-5)
+    opt.step(batch)
+    sd = copy.deepcopy(opt.state_dict())
+    assert sd["param_groups"][0]["negative_tol"] == 1e-5
+    opt2 = SaddleFreeNewton(copy.deepcopy(model), nn.MSELoss(), subspace=3, negative_tol=0.25)
+    opt2.load_state_dict(sd)
+    assert opt2.param_groups[0]["negative_tol"] == 1e-5
+    del sd["param_groups"][0]["negative_tol"]  # saved before the option existed: the constructor's value
+    opt3 = SaddleFreeNewton(copy.deepcopy(model), nn.MSELoss(), subspace=3, negative_tol=0.25)
+    opt3.load_state_dict(sd)
+    opt3.step(batch)
+    lam = opt3.last_step.eigenvalues
+    assert opt3.last_step.negative_threshold == pytest.approx(0.25 * max(abs(x) for x in lam), rel=1e-12)
+
+
 def test_leaves_grad_mode_bn_stats_and_global_rng_alone():
     model, batch = _tiny(1)
     model.train()
@@ -318,6 +396,10 @@ BAD = [
      r"^max_trust_radius: expected at least trust_radius=2, got 1; raise it"),
     (dict(max_trust_radius=0.0), ValueError, r"^max_trust_radius: expected a finite number > 0, got 0.0"),
     (dict(negative="flip"), ValueError, r"^negative: expected 'escape' or 'abs', got 'flip'; pick"),
+    (dict(negative_tol=-1e-3), ValueError, r"^negative_tol: expected a finite number >= 0, got -0.001; pass e.g."),
+    (dict(negative_tol=float("nan")), ValueError, r"^negative_tol: expected a finite number >= 0, got nan"),
+    (dict(negative_tol=1.0), ValueError, r"^negative_tol: expected a number in \[0, 1\) \(relative to max\|lambda\|\), "
+     r"got 1; .*use negative='abs' instead$"),
     (dict(generator="seed"), TypeError, r"^generator: expected a torch.Generator, an int seed or None, got str"),
 ]
 

@@ -13,7 +13,7 @@ from torch import nn
 from curvlens import Problem
 from curvlens.operators import HessianOperator
 from curvlens.optim._step_hessian import StepHessian
-from curvlens.optim._subspace_trust_region import subspace_step
+from curvlens.optim._subspace_trust_region import default_negative_tol, negative_threshold, subspace_step
 from curvlens.optim.saddle_free import SaddleFreeNewton
 
 DT = torch.float64
@@ -123,11 +123,26 @@ def test_escape_goes_downhill_along_the_most_negative_direction_however_small_th
     assert float(c.norm()) == pytest.approx(1.0) and abs(float(c[0])) > 0.9 and float(c[2]) < 0
 
 
-def test_curvature_above_minus_damping_is_treated_as_flat():
+def test_negative_curvature_is_detected_relative_to_max_abs_lambda_not_to_the_damping():
     lam = torch.tensor([-1e-3, 1.0], dtype=DT)
     a = torch.tensor([1e-3, 0.1], dtype=DT)
-    st = subspace_step(lam, a, damping=1e-2, radius=10.0)
-    assert not st.escape and torch.allclose(st.coefficients, -a / (lam.abs() + 1e-2))
+    st = subspace_step(lam, a, damping=1e-2, radius=10.0)  # -1e-3 > -damping, yet clearly negative
+    assert st.escape and st.on_boundary and float(st.coefficients.norm()) == pytest.approx(10.0, rel=1e-10)
+    assert float(st.coefficients[0]) < -9.9  # downhill along the negative direction
+    for tol in (1e-3, 0.5):  # at or above the threshold tol * max|lambda|: flat, |lambda| + damping
+        st = subspace_step(lam, a, damping=1e-2, radius=10.0, negative_tol=tol)
+        assert not st.escape and torch.allclose(st.coefficients, -a / (lam.abs() + 1e-2), rtol=0, atol=1e-15)
+    scaled = subspace_step(1e-6 * lam, 1e-6 * a, damping=1e-2, radius=10.0)  # the rule is scale-free
+    assert scaled.escape and float(scaled.coefficients[0]) < -9.9
+
+
+def test_default_negative_tol_is_twice_sqrt_eps_of_the_dtype():
+    assert default_negative_tol(torch.float64) == 2 * math.sqrt(2.0 ** -52)
+    assert default_negative_tol(torch.float32) == 2 * math.sqrt(2.0 ** -23)
+    lam = torch.tensor([-1e-9, 1.0], dtype=DT)  # below 2 sqrt(eps) = 3e-8 in float64: rounding noise, flat
+    assert not subspace_step(lam, torch.tensor([1e-6, 0.1], dtype=DT), damping=1e-2, radius=10.0).escape
+    assert subspace_step(lam, torch.tensor([1e-6, 0.1], dtype=DT), damping=1e-2, radius=10.0, negative_tol=0.0).escape
+    assert negative_threshold(lam) == pytest.approx(default_negative_tol(DT)) and negative_threshold(lam, 0.5) == 0.5
 
 
 # ---------------------------------------------------------------------- settings from a measured spectrum
