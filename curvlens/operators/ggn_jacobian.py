@@ -147,18 +147,20 @@ class JacobianGGNOperator(CurvatureOperator):
     # ------------------------------------------------------------------ building
     def _build(self, method: str) -> None:
         pr = self.problem
-        Js, Ks, used = [], [], set()
+        Js, Ks, Rs, used = [], [], [], set()
+        self._loss = torch.zeros((), dtype=self.dtype, device=self.device)
         for i in range(len(pr.batches)):
             if pr.batch_sizes[i] == 0:
                 continue
-            J, K, how = self._batch_jacobian(i, method)
+            J, K, R, how = self._batch_jacobian(i, method)
             Js.append(J)
             Ks.append(K)
+            Rs.append(R)
             used.add(how)
         if not Js:
             z = torch.zeros(0, self.dim, dtype=self.dtype, device=self.device)
-            Js, Ks = [z], [z]
-        self.J, self.K = torch.cat(Js), torch.cat(Ks)
+            Js, Ks, Rs = [z], [z], [z[:, 0]]
+        self.J, self.K, self._dloss = torch.cat(Js), torch.cat(Ks), torch.cat(Rs)
         flags = torch.tensor([float("backward" in used), float("batched" in used)], dtype=torch.float64)
         if pr.process_group is not None:  # one answer on every rank (an empty shard builds nothing)
             pr.reduce_(flags, "Jacobian method")
@@ -170,7 +172,7 @@ class JacobianGGNOperator(CurvatureOperator):
             G = self.K.T @ self.J
             self.G = 0.5 * (G + G.T)
 
-    def _batch_jacobian(self, i: int, method: str) -> tuple[torch.Tensor, torch.Tensor, str]:
+    def _batch_jacobian(self, i: int, method: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, str]:
         pr = self.problem
         x, y = pr.inputs_targets(pr.device_batch(i), i)
         with pr.state_guard():
@@ -208,12 +210,19 @@ class JacobianGGNOperator(CurvatureOperator):
             if J is None:
                 J = self._backward_jacobian(out)
         out = out.detach()
+        w = pr.batch_weight(i)
+        with torch.enable_grad():  # the loss's output gradient, for the gradient J^T dl/df
+            od = out.clone().requires_grad_(True)
+            li = self.spec(od, y).reshape(())
+            (dl,) = torch.autograd.grad(li, od)
+        self._loss = self._loss + w * li.detach().to(self.dtype)
+        R = (w * dl).reshape(-1)
         if not bool(torch.isfinite(J).all()):
             raise NonFiniteLossError(f"{type(self).__name__}: the Jacobian on batch {i} is not finite; check the "
                                      "model for overflow (e.g. use float64)")
         W = J.T.reshape(self.dim, *out.shape)
         K = pr.batch_weight(i) * self.spec.hessian_vp(out, y, W).reshape(self.dim, -1).T
-        return J, K.contiguous(), how
+        return J, K.contiguous(), R, how
 
     def _vmap_jacobian(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         from torch.func import functional_call, jacrev, vmap
@@ -273,6 +282,26 @@ class JacobianGGNOperator(CurvatureOperator):
                     rows.append(torch.cat([torch.zeros(p.numel(), dtype=p.dtype, device=p.device) if g is None
                                            else g.reshape(-1) for g, p in zip(gs, params)])[None])
         return torch.cat(rows).detach()
+
+    def loss_and_gradient(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(total loss, flat gradient) at the weights the operator was built at, from what the
+        build already holds: the gradient is ``J^T dl/df`` (chain rule through the materialized
+        Jacobian; no backward pass), the loss that of the outputs the build ran forward.
+
+        Example:
+            >>> import torch
+            >>> from torch import nn
+            >>> x = torch.randn(8, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+            >>> model = nn.Linear(2, 1).double()
+            >>> op = JacobianGGNOperator(model, nn.MSELoss(), (x, x.sum(1, keepdim=True)))
+            >>> loss, g = op.loss_and_gradient()
+            >>> ref = op.problem.loss_and_gradient(flat=True)
+            >>> bool(torch.allclose(g, ref[1])) and bool(torch.allclose(loss, ref[0]))
+            True
+        """
+        buf = torch.cat([self.J.T @ self._dloss, self._loss.reshape(1)])
+        self.problem.reduce_(buf, "gradient")
+        return buf[-1].clone(), buf[:-1].clone()
 
     def _agrees(self, rtol: float | None) -> tuple[bool, float, float]:
         """Whether one product agrees with the autograd GGN: (ok, relative error, tolerance)."""

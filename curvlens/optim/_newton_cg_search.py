@@ -10,10 +10,15 @@ failed trial).
 Every objective evaluation is a full loss on the step's batch, usually the largest cost of a
 step after the curvature, so both searches stop as early as their rule allows:
 
-- backtracking walks back only when the last kept iterate predicts poorly: when its reduction
-  ratio ``(f(theta + x) - f(theta)) / q(x)`` is at least ``accept_rho`` it is taken at the cost
-  of one evaluation (``q(x)`` is the damped quadratic model, whose value CG records; ``q``
-  decreases along CG, so the earlier iterates promise less);
+- backtracking walks back only when the last kept iterate predicts poorly: it is taken at the
+  cost of one evaluation when its reduction ratio ``r = (f(theta + x) - f(theta)) / q(x)`` is at
+  least ``accept_rho`` *and* its actual decrease is at least the decrease the model predicts for
+  the previous kept iterate, ``r >= q(x_prev) / q(x)`` (``q(x)`` is the damped quadratic model,
+  whose value CG records; ``q`` decreases along CG, so the earlier iterates promise less). The
+  second test is what a walk back could gain where the model holds at the earlier iterate: late
+  CG iterates add long components along directions of small curvature, where the model is
+  worst, and then ``r`` drops below 1 while the earlier iterates still have ``r`` near 1. On an
+  exact quadratic ``r = 1`` and the last iterate is always taken;
 - the Armijo search shrinks ``a`` to the minimizer of the quadratic through ``phi(0)``,
   ``phi'(0)`` and ``phi(a)``, kept within ``[low a, shrink a]``.
 """
@@ -36,7 +41,9 @@ def backtrack_kept(trial: Trial, kept: list[tuple[int, torch.Tensor]], phi: dict
     """(iteration, iterate, objective there) chosen among the kept CG iterates (ascending).
 
     ``phi[i]`` is the quadratic model's change at iteration ``i`` (negative for a decrease).
-    With ``accept_rho=None`` the walk back always runs (Martens 2010).
+    The last one is taken without walking back when its ratio ``r`` is at least ``accept_rho``
+    and at least ``phi[previous] / phi[last]``; with ``accept_rho=None`` the walk back always runs
+    (Martens 2010).
 
     Example:
         >>> xs = [(1, torch.tensor([1.0])), (2, torch.tensor([2.0])), (3, torch.tensor([3.0]))]
@@ -47,8 +54,11 @@ def backtrack_kept(trial: Trial, kept: list[tuple[int, torch.Tensor]], phi: dict
     j = len(kept) - 1
     fj = trial(kept[j][1], 1.0)
     pj = phi[kept[j][0]]
-    if accept_rho is not None and pj < 0 and math.isfinite(fj) and (fj - f0) / pj >= accept_rho:
-        return kept[j][0], kept[j][1], fj
+    if accept_rho is not None and pj < 0 and math.isfinite(fj):
+        r = (fj - f0) / pj
+        promised = phi[kept[j - 1][0]] / pj if j > 0 else 0.0  # the previous iterate's share of q
+        if r >= accept_rho and r >= promised:
+            return kept[j][0], kept[j][1], fj
     while j > 0:
         fprev = trial(kept[j - 1][1], 1.0)
         if not fprev < fj:

@@ -5,8 +5,10 @@ and I. Sutskever, "Training deep and recurrent networks with Hessian-free optimi
 (Neural Networks: Tricks of the Trade, 2012); J. Nocedal and S. Wright, *Numerical
 Optimization*, 2nd ed., Alg. 7.1 (line-search Newton-CG).
 
-One step on a batch: the loss and gradient ``g`` on the batch; the curvature ``B`` (GGN by
-default, or the Hessian, or a Fisher) on a curvature sub-batch through the live operators;
+One step on a batch: the loss and gradient ``g`` on the batch (when the curvature is the GGN
+of the whole batch through its materialized output Jacobian ``J``, ``g = J^T dl/df`` from it,
+without a backward pass of its own); the curvature ``B`` (GGN by default, or the Hessian, or a
+Fisher) on a curvature sub-batch through the live operators;
 preconditioned CG on ``(B + lambda I) s = -g`` from a decayed previous solution, stopped by
 the relative progress of the quadratic model; backtracking over the kept CG iterates; an
 Armijo line search on the chosen iterate; Levenberg-Marquardt adaptation of ``lambda`` from the
@@ -26,6 +28,7 @@ from torch import nn
 
 from curvlens.errors import ConvergenceWarning, NonFiniteLossError
 from curvlens.linalg.cg import cg
+from curvlens.operators.ggn_jacobian import JacobianGGNOperator
 from curvlens.optim._base import CurvatureOptimizer, StepRecord, register_optimizer
 from curvlens.optim._distributed import loss_and_gradient, rank_generator
 from curvlens.optim._newton_cg_analysis import settings_from_analysis
@@ -113,8 +116,9 @@ class NewtonCG(CurvatureOptimizer):
             Martens' relative-progress tolerance (None: off).
         warm_start: CG starts from ``warm_start`` times the previous solution (0: from zero).
         backtrack: backtrack over the CG iterates kept at ``ceil(1.3^j)``.
-        backtrack_rho: take the last CG iterate without walking back when its reduction ratio
-            (actual / predicted decrease) is at least this (one loss evaluation); None always
+        backtrack_rho: take the last CG iterate without walking back (one loss evaluation) when
+            its reduction ratio (actual / predicted decrease) is at least this and its actual
+            decrease is at least the model's decrease at the previous kept iterate; None always
             walks back while the loss improves (see :mod:`curvlens.optim._newton_cg_search`).
         line_search: Armijo backtracking ``f(theta + a s) <= f + c a g^T s`` (``armijo_c``),
             at most ``ls_max`` shrinks of ``a`` by ``ls_shrink`` (or, with ``ls_low``, to the minimizer
@@ -220,6 +224,10 @@ class NewtonCG(CurvatureOptimizer):
             status=f"rejected: {why}; weights restored, damping raised from {lam:.3g} to {new:.3g}",
             damping=lam, next_damping=new, **base), loss)
 
+    def _curvature_operator(self, cproblem):
+        return self.products.operator(
+            cproblem, lambda: _operator(self.curvature, cproblem, self._gen, self.max_graph_memory))
+
     def _check_differentiable(self, problem) -> None:
         if self._checked_differentiable or not problem.batches:  # an empty shard: nothing to probe
             return
@@ -252,8 +260,24 @@ class NewtonCG(CurvatureOptimizer):
         k, lam, lr, wd = int(gs["step"]), float(gs["damping"]), float(grp["lr"]), float(grp["weight_decay"])
         problem = self.problem(batch)
         nan = torch.tensor(math.nan, dtype=problem.dtype, device=problem.device)
+        # curvature on the whole batch of one process: the operator first (a non-finite loss would
+        # raise in its build on one rank only, so a process group keeps the reduced gradient first)
+        whole = (curvature_batch is None and self.curvature_fraction >= 1.0 and self.process_group is None
+                 and not self.products.disabled)
+        op = early_failed = None
+        if whole:  # on the Jacobian route the gradient is J^T dl/df from the operator's build
+            cproblem = problem.with_data(batch)
+            try:
+                op = self._curvature_operator(cproblem)
+            except NonFiniteLossError:
+                early_failed = True
         try:
-            loss, g = loss_and_gradient(problem)  # on a group: raised on every rank when on any
+            if isinstance(op, JacobianGGNOperator):
+                loss, g = op.loss_and_gradient()  # g = J^T dl/df: no separate backward pass
+                if not math.isfinite(float(loss)):
+                    raise NonFiniteLossError("loss_fn: the loss before the step is not finite")
+            else:
+                loss, g = loss_and_gradient(problem)  # on a group: raised on every rank when on any
         except NonFiniteLossError:
             return self._reject(k, nan, lam, "non-finite loss before the step")
         self._check_differentiable(problem)
@@ -264,14 +288,17 @@ class NewtonCG(CurvatureOptimizer):
         if not math.isfinite(gnorm):
             return self._reject(k, loss, lam, "non-finite gradient")
         f0 = float(loss) + (0.5 * wd * float(theta @ theta) if wd else 0.0)
-        cbatch = curvature_batch if curvature_batch is not None else self.curvature_subset(batch, self.curvature_fraction)
-        cproblem = problem.with_data(cbatch)
-        ncurv = cproblem.num_samples
-        try:
-            op = self.products.operator(
-                cproblem, lambda: _operator(self.curvature, cproblem, self._gen, self.max_graph_memory))
-        except NonFiniteLossError:
+        if early_failed:
             return self._reject(k, loss, lam, "non-finite loss on the curvature batch", grad_norm=gnorm)
+        if not whole:
+            cbatch = (curvature_batch if curvature_batch is not None
+                      else self.curvature_subset(batch, self.curvature_fraction))
+            cproblem = problem.with_data(cbatch)
+            try:
+                op = self._curvature_operator(cproblem)
+            except NonFiniteLossError:
+                return self._reject(k, loss, lam, "non-finite loss on the curvature batch", grad_norm=gnorm)
+        ncurv = cproblem.num_samples
         shift = lam + wd
         A = op + shift if shift > 0 else op
         diag = curvature_diagonal(self.preconditioner, cproblem, op, num_probes=self.precond_probes,

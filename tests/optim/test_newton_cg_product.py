@@ -145,3 +145,27 @@ def test_interacting_samples_without_torch_func_use_autograd_after_one_exact_ste
     assert opt.products.reason == "Jacobian route unavailable (no per-sample Jacobian: the samples interact)"
     opt.step(batch)
     assert opt.products.last_route == "autograd" and opt.last_step.accepted
+
+
+def test_whole_batch_jacobian_route_takes_the_gradient_from_the_jacobian(monkeypatch):
+    import curvlens.optim.newton_cg as ncg
+
+    batch = _data(seed=2)
+    runs = {}
+    for product in ("jacobian", "autograd"):
+        model = _model(seed=1)
+        opt = NewtonCG(model, nn.BCEWithLogitsLoss(), damping=1e-2, curvature_fraction=1.0, product=product,
+                       cg_progress_tol=None, cg_rtol=1e-13, backtrack=False, line_search=False, generator=0)
+        calls = []
+        real = ncg.loss_and_gradient
+        monkeypatch.setattr(ncg, "loss_and_gradient", lambda p: calls.append(1) or real(p))
+        for _ in range(3):
+            opt.step(batch)
+        monkeypatch.setattr(ncg, "loss_and_gradient", real)
+        # the Jacobian route does no separate loss-and-gradient pass; autograd does one a step
+        assert len(calls) == (0 if product == "jacobian" else 3)
+        runs[product] = (torch.cat([p.detach().reshape(-1) for p in model.parameters()]), opt.last_step)
+    (wj, sj), (wa, sa) = runs["jacobian"], runs["autograd"]
+    torch.testing.assert_close(wj, wa, rtol=1e-8, atol=1e-10)
+    assert sj.loss_before == pytest.approx(sa.loss_before, rel=1e-12)
+    assert sj.grad_norm == pytest.approx(sa.grad_norm, rel=1e-10)

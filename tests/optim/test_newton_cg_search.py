@@ -65,6 +65,38 @@ def test_poor_last_iterate_walks_back_to_the_best_kept_one():
     assert f.calls == 4  # the last, then back while it improves: 2.4 -> 1.6 -> 1.0, stop at 0.5
 
 
+def _underestimated_model(t2):
+    """f = 1/2 (x - m)^T C (x - m), C = diag(1, 10), m = (1, 0.1), and a model with B = I that
+    underestimates the curvature along the second axis; kept iterates (1, 0) (exact there: rho = 1)
+    and (1, t2) (a late component along the under-modelled direction)."""
+    C, m = torch.diag(torch.tensor([1.0, 10.0], dtype=DT)), torch.tensor([1.0, 0.1], dtype=DT)
+    f = _Counted(C, m)
+    f0 = f(torch.zeros(2, dtype=DT), 0.0)
+    g = -(C @ m)
+    xs = [torch.tensor([1.0, 0.0], dtype=DT), torch.tensor([1.0, t2], dtype=DT)]
+    phi = {i + 1: float(0.5 * x @ x + g @ x) for i, x in enumerate(xs)}
+    return f, f0, list(zip(phi, xs)), phi
+
+
+def test_last_iterate_that_fits_worse_than_the_previous_promises_walks_back():
+    # last iterate (1, 0.21): rho = 0.71 >= accept_rho = 0.5, but its actual decrease is less than
+    # the model's decrease at the previous kept iterate (rho < phi[1] / phi[2] = 0.73), where the
+    # model is exact: the previous iterate is better, and the walk back finds it
+    f, f0, kept, phi = _underestimated_model(0.21)
+    f_prev, f_last = f(kept[0][1], 1.0), f(kept[1][1], 1.0)
+    rho_last = (f_last - f0) / phi[2]
+    assert 0.5 <= rho_last < phi[1] / phi[2] and f_prev < f_last
+    f.calls = 0
+    it, _, fx = backtrack_kept(f, kept, phi, f0, accept_rho=0.5)
+    assert it == 1 and fx == pytest.approx(f_prev, rel=1e-14) and f.calls == 2
+    # (1, 0.19): rho = 0.758 >= phi[1] / phi[2] = 0.744, and the last iterate is indeed the better
+    f, f0, kept, phi = _underestimated_model(0.19)
+    assert f(kept[1][1], 1.0) < f(kept[0][1], 1.0)
+    f.calls = 0
+    it, _, _ = backtrack_kept(f, kept, phi, f0, accept_rho=0.5)
+    assert it == 2 and f.calls == 1
+
+
 def test_interpolated_step_is_the_minimizer_of_the_quadratic_along_the_step():
     # phi(a) = 3 - 2 a + 4 a^2: minimizer 1/4; phi(1) = 5 fails Armijo
     a = interpolated_step(1.0, 5.0, 3.0, -2.0, low=0.1, shrink=0.8)
