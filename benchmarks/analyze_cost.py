@@ -9,9 +9,12 @@ that reports its peak memory above start: the process's resident-set high-water 
 (``VmHWM``, reset through ``/proc/self/clear_refs`` just before ``analyze``; ``ru_maxrss`` where
 that is unavailable) minus the resident set just before ``analyze``, overall and per stage, and
 the resident set at each stage's end (memory the allocator kept: a floor under the next stage's peak).
-tracemalloc does not see torch's CPU allocator, so RSS is the measure. Beside it the model of
-what must be held: the retained graphs (``graph_bytes`` of the same operator) plus the largest
-Krylov basis a stage kept (vectors x D x itemsize). Target: <= 600 MB above start on the 1.1M MLP.
+tracemalloc does not see torch's CPU allocator, so RSS is the measure. Beside it, per Krylov
+stage, what that stage must hold: the retained graphs (``graph_bytes`` of the same operator), the
+D-vectors it keeps at once (:func:`held_vectors`: for the top end the basis *and* its stored
+products) and the working set of one product of as many vectors as the stage multiplies at once
+(measured: :func:`product_working_set`). Targets: <= 600 MB above start on the 1.1M MLP, and each
+stage's peak <= 2x what it must hold.
 
 Usage: ``python benchmarks/analyze_cost.py [--samples 2000] [--models mlp,cnn,transformer] [--budget N]
 [--memory]``
@@ -126,7 +129,6 @@ def memory_child(name: str, n: int, budget: int | None) -> dict:
     """Runs in a fresh process: analyze's peak resident memory above the resident set before it."""
     import gc
 
-    from curvlens.linalg.eigen import default_basis_size
     from curvlens.operators import HessianOperator
 
     torch.set_num_threads(1)
@@ -154,16 +156,71 @@ def memory_child(name: str, n: int, budget: int | None) -> dict:
     peak = max([(_peak_kib() - rss0) / 1024] + list(stages.values()))
     D, item = sum(p.numel() for p in model.parameters()), 4
     op = HessianOperator(model, loss_fn, (x, y))
-    vecs = {}
+    work = product_working_set(op, g)
+    held = held_vectors(res, D, item)
+    mb = D * item / 2**20
+    graph_mb = op.graph_bytes / 2**20
+    # what each stage must hold: retained graphs + its vectors + the working set of its products
+    must = {st: graph_mb + n * mb + work[grp] for st, (n, grp) in held.items()}
+    # the same with one vector per product (a group of 4 is a choice of the trace code, not a need)
+    must1 = {st: graph_mb + n * mb + work[1] for st, (n, _) in held.items()}
+    return {"model": name, "params": D, "peak_mb": peak, "stages_mb": stages, "rss_after_mb": after, "graph_mb": graph_mb,
+            "held_vectors": {st: n for st, (n, _) in held.items()}, "work_mb": work, "must_mb": must, "must1_mb": must1,
+            "exact_peak_reset": resettable, "matvecs": res.info.matvecs}
+
+
+def product_working_set(op, g) -> dict[int, float]:
+    """Resident-set peak of one ``op.matmat`` of 1 and of 4 vectors above the resident set before
+    it, output included (autograd's temporaries of a double backward: the memory a product needs
+    while it runs, beyond the retained graphs)."""
+    import gc
+
+    from curvlens.diagnostics.driver import _release_freed_memory
+
+    out = {}
+    op.matmat(torch.randn(op.dim, 1, generator=g))  # graphs built before measuring
+    for k in (1, 4):
+        V = torch.randn(op.dim, k, generator=g)
+        gc.collect()
+        _release_freed_memory()
+        _reset_peak()
+        base = _status_kib("VmRSS") or 0
+        W = op.matmat(V)
+        out[k] = (_peak_kib() - base) / 1024
+        del W, V
+    return out
+
+
+def held_vectors(res, D: int, itemsize: int) -> dict[str, tuple[int, int]]:
+    """D-vectors each Krylov stage must hold at its peak, and the vectors per product it uses.
+
+    top: the basis V and its stored products A V (kept so that the certificates need no product;
+    ``curvlens/linalg/_thick_restart.py``), capacity ``basis + block`` rows each, plus the k Ritz
+    vectors and their products. bottom: the basis (no stored products) plus the k vectors and
+    their certificate products. trace (``krylov_trace``): the Krylov basis Q and Z = A Q, the
+    pilot probes and their products (multiplied 4 at a time). density: see
+    :func:`density_live_vectors`."""
+    import re
+
+    from curvlens.estimators.krylov_trace import pilot_size
+    from curvlens.linalg.eigen import default_basis_size
+
+    out = {}
     if res.top is not None:
-        vecs["top"] = min(default_basis_size(4, 1, largest=True, dim=D), res.top.info.matvecs + 1)
+        k = res.top.eigenvalues.numel()
+        n = min(default_basis_size(k, 1, largest=True, dim=D), res.top.info.matvecs) + 1
+        out["top"] = (2 * n + 2 * k, 1)
     if res.bottom is not None:
-        vecs["bottom"] = min(default_basis_size(1, 1, largest=False, dim=D), res.bottom.info.matvecs + 1)
+        k = res.bottom.eigenvalues.numel()
+        n = min(default_basis_size(k, 1, largest=False, dim=D), res.bottom.info.matvecs) + 1
+        out["bottom"] = (n + 2 * k, 1)
+    if res.trace is not None and res.trace.method == "krylov":
+        found = re.search(r"split: (\d+) Krylov vectors", res.trace.info.status)
+        r = int(found.group(1)) if found else 0
+        out["trace"] = (2 * r + 2 * pilot_size(int(res.trace.info.matvecs), 1), 4)
     if res.density is not None:
-        vecs["density"] = density_live_vectors(res.density, D, item)
-    basis = max(vecs.values(), default=0) * D * item / 2**20
-    return {"model": name, "params": D, "peak_mb": peak, "stages_mb": stages, "rss_after_mb": after, "graph_mb": op.graph_bytes / 2**20,
-            "basis_vectors": vecs, "basis_mb": basis, "exact_peak_reset": resettable, "matvecs": res.info.matvecs}
+        out["density"] = (density_live_vectors(res.density, D, itemsize), 1)
+    return out
 
 
 def memory_main(args) -> None:
@@ -177,19 +234,28 @@ def memory_main(args) -> None:
         r = rows[-1]
         print(f"{name}: per-stage peak above start (MB): "
               + ", ".join(f"{k} {v:.0f}" for k, v in r["stages_mb"].items())
-              + f"; basis vectors {r['basis_vectors']}", flush=True)
+              + f"; held vectors {r['held_vectors']}; product working set (MB) "
+              + ", ".join(f"{k} vector(s) {v:.0f}" for k, v in r["work_mb"].items()), flush=True)
         print(f"{name}: resident set above start at each stage's end (MB): "
               + ", ".join(f"{k} {v:.0f}" for k, v in r["rss_after_mb"].items()), flush=True)
     print("peak memory of analyze at the defaults, RSS high-water mark above the RSS just before it, "
           "fresh subprocess, 1 torch thread")
-    head = ("model", "params", "matvecs", "peak MB above start", "retained graphs MB", "Krylov basis MB",
-            "graphs + basis MB", "peak / (graphs + basis)")
+    print("must hold = retained graphs + the stage's held D-vectors + one product's working set "
+          "(4 vectors per product for trace, 1 otherwise)")
+    head = ("model", "stage", "peak MB above start", "held D-vectors", "must hold MB", "peak / must hold",
+            "must hold, 1 vector per product MB", "peak / that")
     print(" | ".join(head))
     print(" | ".join("---" for _ in head))
     for r in rows:
-        model_mb = r["graph_mb"] + r["basis_mb"]
-        print(f"{r['model']} | {r['params']:,} | {r['matvecs']} | {r['peak_mb']:.0f} | {r['graph_mb']:.0f} | "
-              f"{r['basis_mb']:.0f} | {model_mb:.0f} | {r['peak_mb'] / max(model_mb, 1e-9):.2f}")
+        for st, must in r["must_mb"].items():
+            pk = r["stages_mb"].get(st, float("nan"))
+            m1 = r["must1_mb"][st]
+            print(f"{r['model']} | {st} | {pk:.0f} | {r['held_vectors'][st]} | {must:.0f} | {pk / must:.2f} | "
+                  f"{m1:.0f} | {pk / m1:.2f}")
+        worst, worst1 = max(r["must_mb"].values(), default=0.0), max(r["must1_mb"].values(), default=0.0)
+        print(f"{r['model']} | overall ({r['params']:,} params, {r['matvecs']} matvecs, graphs "
+              f"{r['graph_mb']:.0f} MB) | {r['peak_mb']:.0f} | | {worst:.0f} | {r['peak_mb'] / max(worst, 1e-9):.2f} | "
+              f"{worst1:.0f} | {r['peak_mb'] / max(worst1, 1e-9):.2f}")
 
 
 def main() -> None:

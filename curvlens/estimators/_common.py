@@ -68,11 +68,19 @@ def apply_chunked(op: CurvatureOperator, V: torch.Tensor, chunk_size: int) -> to
     return torch.cat([op.matmat(V[:, i : i + chunk_size]) for i in range(0, V.shape[1], chunk_size)], dim=1)
 
 
+def rank_tolerance(shape, dtype: torch.dtype) -> float:
+    """Relative singular-value threshold below which a direction of a ``shape`` block counts as
+    numerically null: ``10 * max(shape) * eps``, capped at ``sqrt(eps)`` so that tall blocks keep
+    their directions (uncapped, ``D >= 840k`` float32 vectors would all count as null)."""
+    eps = torch.finfo(dtype).eps
+    return min(10 * max(shape) * eps, math.sqrt(eps))
+
+
 def orth(Y: torch.Tensor, against: torch.Tensor | None = None) -> torch.Tensor:
     """Orthonormal basis of ``span(Y)`` minus ``span(against)``, dropping numerically null directions.
 
     Projects ``Y`` off ``against`` twice ("twice is enough"), then keeps the left singular
-    vectors whose singular value exceeds ``max(D, k) * eps * scale``. The result may have
+    vectors whose singular value exceeds :func:`rank_tolerance` times ``scale``. The result may have
     fewer columns than ``Y`` (a low-rank operator), which makes deflation exact.
     """
     scale = float(torch.linalg.matrix_norm(Y, ord=2)) if Y.numel() else 0.0
@@ -83,7 +91,7 @@ def orth(Y: torch.Tensor, against: torch.Tensor | None = None) -> torch.Tensor:
     if W.shape[1] == 0 or scale == 0.0:
         return Y.new_zeros(Y.shape[0], 0)
     U, S, _ = torch.linalg.svd(W, full_matrices=False)
-    tol = max(W.shape) * torch.finfo(W.dtype).eps * scale * 10
+    tol = rank_tolerance(W.shape, W.dtype) * scale
     return U[:, S > tol].contiguous()
 
 

@@ -43,6 +43,7 @@ from curvlens.estimators._common import (
     mean_stderr,
     next_round,
     orth,
+    rank_tolerance,
     rel,
 )
 from curvlens.estimators._probes import check_probe_kind, probe_vectors
@@ -55,6 +56,7 @@ from curvlens.estimators._deflation import (
 from curvlens.estimators import hutchpp as _hutchpp
 from curvlens.estimators.hutchpp import PROBE_GROUP, deflated_trace, paired_probe_sums
 from curvlens.estimators.trace import TraceResult, trace_result_from_samples
+from curvlens.linalg._accurate import column_sumsq64
 from curvlens.linalg._thick_restart import _RowBasis
 from curvlens.results import RunTimer
 
@@ -97,7 +99,7 @@ class KrylovBuilder:
         X, AX = X[:, : self.cap], AX[:, : self.cap]
         Q0, R = torch.linalg.qr(X)
         dg = R.diagonal().abs()
-        if X.shape[1] == 0 or float(dg.min()) <= 10 * max(X.shape) * torch.finfo(X.dtype).eps * float(dg.max()):
+        if X.shape[1] == 0 or float(dg.min()) <= rank_tolerance(X.shape, X.dtype) * float(dg.max()):
             self.X = orth(X)
             return
         Z0 = torch.linalg.solve_triangular(R, AX, upper=True, left=False)  # Z0 R = A X
@@ -141,6 +143,9 @@ PILOT_DIVISOR, PILOT_MIN, PILOT_MAX = 8, 3, 8
 GAIN, SLACK = 0.75, 0.1
 #: fewest independent samples for which the Hutchinson/deflation weight is estimated (else 1)
 MIX_MIN_SAMPLES = 20
+#: predicted errors closer than this share of the first prediction count as equal: the split must
+#: not depend on rounding (a sum over ranks in another order, another BLAS)
+ROUNDING = 1e-9
 
 
 def pilot_size(m: int, block_size: int) -> int:
@@ -159,7 +164,7 @@ class _Pilot:
         self.s = s
         self.y = plain_slice_sums(self.W, self.Y, slabs).sum(0)
         self.yb = plain_slice_sums(self.W, self.Y, bslices)
-        self.frob = float(self.Y.double().pow(2).sum(0).mean()) if k else 0.0  # ||A||_F^2 estimate
+        self.frob = float(column_sumsq64(self.Y).mean()) if k else 0.0  # ||A||_F^2 estimate
 
     def residual(self, Q, Z) -> torch.Tensor:
         """``(I-P) A (I-P) w`` for the pilot probes independent of ``Q`` (columns ``s:``), from ``Y``."""
@@ -171,12 +176,12 @@ class _Pilot:
     def residual_frob(self, Q, Z) -> float:
         """Unbiased estimate of ``||(I-P) A (I-P)||_F^2``: ``mean ||(I-P) A (I-P) w||^2`` over the
         pilot probes independent of ``Q`` (no product: ``A (I-P) w = A w - Z Q^T w``)."""
-        return float(self.residual(Q, Z).double().pow(2).sum(0).mean())
+        return float(column_sumsq64(self.residual(Q, Z)).mean())
 
 
 def captured_frob(Q: torch.Tensor, Z: torch.Tensor) -> float:
     """``||A||_F^2 - ||(I-P) A (I-P)||_F^2 = 2 ||Z||_F^2 - ||Q^T Z||_F^2`` for ``P = Q Q^T``, ``Z = A Q``."""
-    return 2 * float(Z.double().pow(2).sum()) - float((Q.T @ Z).double().pow(2).sum())
+    return 2 * float(column_sumsq64(Z).sum()) - float((Q.T @ Z).double().pow(2).sum())
 
 
 def _grow(kb: KrylovBuilder, pilot: _Pilot, m: int, n_kry: int, room) -> bool:
@@ -199,7 +204,10 @@ def _grow(kb: KrylovBuilder, pilot: _Pilot, m: int, n_kry: int, room) -> bool:
         level = pilot.residual_frob(kb.Q, kb.Z)
         pred = [2 * (level + caught[-1] - c) / max(m - r, 1) for c, r in zip(caught, sizes)]
         first, best, now = pred[0], min(pred[:-1]), pred[-1]
-        improved.append(now < best)
+        tie = ROUNDING * max(abs(first), pilot.frob / max(m, 1))  # differences below this are rounding
+        if now <= tie:
+            break  # nothing left to deflate (the space is invariant up to rounding)
+        improved.append(now < best - tie)
         if not improved[0] and len(improved) == 1:  # second opinion on the first step: level ||A||_F^2 - captured
             level = max(pilot.frob - caught[-1], 1e-12 * pilot.frob)
             pred = [2 * (level + caught[-1] - c) / max(m - r, 1) for c, r in zip(caught, sizes)]
