@@ -12,7 +12,7 @@ from typing import Any, Sequence
 from curvlens.recommend import thresholds as T
 from curvlens.recommend.context import RecommendationContext
 from curvlens.recommend.evidence import CANDIDATES, Evidence, Measurements
-from curvlens.recommend.hyperparams import suggest
+from curvlens.recommend.hyperparams import initial_damping, suggest
 from curvlens.recommend.recommendation import Recommendation, RankedCandidate, RejectedCandidate
 from curvlens.recommend.rules import RULES, Rule, run_rule
 from curvlens.recommend.rules_curvature import _CORE, _negative_level
@@ -167,6 +167,7 @@ def recommend(analysis: Any, context: RecommendationContext | Mapping | None = N
         from curvlens.recommend.probe import probe_measurements
 
         summary.update({k: v for k, v in probe_measurements(model, loss_fn, data).items() if summary.get(k) is None})
+        summary.update(_measure_kfac_step(summary, ctx, model, loss_fn, data))
         summary.update(_measure_steps(summary, ctx, model, loss_fn, data))
     m = Measurements(summary)
     evidence: list[Evidence] = []
@@ -224,6 +225,27 @@ def recommend(analysis: Any, context: RecommendationContext | Mapping | None = N
     return Recommendation(candidates=tuple(candidates), rejected=tuple(rejected), warnings=tuple(warnings),
                           missing=tuple(missing), confidence=confidence, context=dataclasses.asdict(ctx),
                           info=timer.info(True, status), trials=trials)
+
+
+def _measure_kfac_step(summary: dict, ctx: RecommendationContext, model: Any, loss_fn: Any, data: Any) -> dict:
+    """K-FAC's trusted first step and ``lambda_max(P G)`` (:func:`~curvlens.recommend.kfac_step.kfac_model_step`)
+    at the damping the recommender suggests and the training batch size, when K-FAC is runnable and the
+    summary lacks them."""
+    from curvlens.recommend.kfac_step import kfac_model_step
+
+    if summary.get("kfac_trusted_step") is not None or not _runnable("kfac")[0]:
+        return {}
+    m = Measurements(summary)
+    damping = initial_damping(m, indefinite_ok=True)
+    if damping is None:
+        return {}
+    full = m.full_batch(ctx.batch_size, ctx.dataset_size)
+    try:
+        return kfac_model_step(model, loss_fn, data, damping=damping,
+                               batch_size=None if full or ctx.batch_size is None else ctx.batch_size)
+    except (RuntimeError, ValueError, TypeError) as err:  # e.g. a loss K-FAC cannot sample from
+        logger.debug("K-FAC step not measured: %s", err)
+        return {}
 
 
 def _measure_steps(summary: dict, ctx: RecommendationContext, model: Any, loss_fn: Any, data: Any) -> dict:

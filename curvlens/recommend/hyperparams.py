@@ -4,6 +4,8 @@
   margin for the growth of sharpness during training, scaled by ``1/(1 + B_noise/B)`` at a
   mini-batch (McCandlish et al. 2018);
 - learning rate of Adam from the curvature along its early step ``sign(g)`` (measured);
+- learning rate of K-FAC from the trusted minimiser of the quadratic model along its own first
+  direction, over momentum's amplification, capped by the stability limit from ``lambda_max(P G)``;
 - L-BFGS's first trial step: the unit quasi-Newton step, moved to where its line search ends
   when L-BFGS steps were timed on the model;
 - initial damping from the spectrum (bounds the damped condition number, and exceeds
@@ -213,6 +215,48 @@ def lbfgs_lr(m: Measurements) -> tuple[float, str]:
     return lr, f"{seen}: the first trial step moves to where the search ends (prior: {prior})"
 
 
+def kfac_lr(m: Measurements, beta: float) -> tuple[float, str]:
+    """K-FAC's learning rate under heavy-ball momentum ``beta``, and where it comes from.
+
+    Measured (:func:`~curvlens.recommend.kfac_step.kfac_model_step`): ``alpha_t``, the minimiser
+    ``alpha* = g^T P g / E[(P g_B)^T G (P g_B)]`` of the quadratic model along K-FAC's first
+    direction (Martens & Grosse 2015, sec. 6.4), halved until the full-data loss falls by at
+    least a quarter of the model's prediction (their sec. 6.5 trust threshold ``rho = 1/4``),
+    times ``1 - beta``: momentum's steady state multiplies a step by ``1/(1 - beta)``. Capped by
+    ``LR_FRACTION_OF_THRESHOLD x (2 + 2 beta) / lambda_max(P G)`` over the sharpening margin, the
+    heavy-ball stability limit on the preconditioned curvature with the same margins as SGD's
+    rule. Unmeasured: ``1 - beta``, a unit natural-gradient step, said to be a prior.
+
+    Example:
+        >>> from curvlens.recommend.evidence import Measurements
+        >>> round(kfac_lr(Measurements({"kfac_trusted_step": 0.3, "kfac_lambda_max": 1.0}), 0.9)[0], 9)  # 0.3 x 0.1
+        0.03
+        >>> round(kfac_lr(Measurements({"kfac_trusted_step": 3.0, "kfac_lambda_max": 95.0}), 0.9)[0], 9)  # 0.5x3.8/95/2
+        0.01
+        >>> kfac_lr(Measurements({}), 0.9)[0]
+        0.1
+    """
+    a, lam = m.num("kfac_trusted_step"), m.num("kfac_lambda_max")
+    if a is None or a <= 0:
+        return round(1 - beta, 12), ("1 - momentum: a unit natural-gradient step (Martens & Grosse 2015), a prior, "
+                                     "not measured (pass model=, loss_fn=, data= to recommend())")
+    lr = a * (1 - beta)
+    rho = m.num("kfac_reduction_ratio")
+    why = (f"{fmt(a, 3)} x (1 - momentum {fmt(beta)}): the step along K-FAC's own first direction that minimises "
+           f"the quadratic model (GGN curvature, mini-batch noise included), halved until the loss falls by at "
+           f"least 1/4 of the predicted decrease" + (f" (measured ratio {fmt(rho, 3)})" if rho is not None else "")
+           + ", over momentum's amplification 1/(1 - momentum)")
+    if lam is not None and lam > 0:
+        margin, mwhy = sharpening_margin(m)
+        cap = T.LR_FRACTION_OF_THRESHOLD * (2 + 2 * beta) / lam / margin
+        if cap < lr:
+            return cap, (f"{T.LR_FRACTION_OF_THRESHOLD} x heavy-ball stability limit (2+2*{fmt(beta)})/"
+                         f"lambda_max(P G) with lambda_max(P G) = {fmt(lam, 3)}, divided by {fmt(margin, 3)} ({mwhy}); "
+                         f"below the model step {fmt(lr)} = {why}")
+        why += f"; under the stability cap {fmt(cap)} from lambda_max(P G) = {fmt(lam, 3)}"
+    return lr, why
+
+
 def suggest(opt: str, m: Measurements, ctx: RecommendationContext) -> tuple[dict[str, Any], float, list[str]]:
     """Hyperparameters, cost per step (x SGD) and notes for candidate ``opt``."""
     notes: list[str] = []
@@ -247,10 +291,10 @@ def suggest(opt: str, m: Measurements, ctx: RecommendationContext) -> tuple[dict
         # a refresh eigendecomposes the Kronecker factors, whose cost depends on the layer widths, not
         # on the cost of a curvature product: the optimizer's own interval is kept (the measured step
         # time of the step_cost rule includes the refreshes it makes)
-        hp = {"lr": round(1 - T.KFAC_MOMENTUM, 12), "momentum": T.KFAC_MOMENTUM, "damping": damping,
-              "min_batch_size": mb}
-        notes.append("note: lr = 1 - momentum: a unit natural-gradient step (Martens & Grosse 2015), not measured; "
-                     "the K-FAC step's KL clip bounds each update; inverse refresh interval: the optimizer's default")
+        lr, why = kfac_lr(m, T.KFAC_MOMENTUM)
+        hp = {"lr": lr, "momentum": T.KFAC_MOMENTUM, "damping": damping, "min_batch_size": mb}
+        notes.append(f"note: lr {fmt(lr)}: {why}; the K-FAC step's KL clip bounds each update; inverse refresh "
+                     "interval: the optimizer's default")
         return hp, 1.0 + T.KFAC_STATS_OVERHEAD + T.REFRESH_PRODUCTS["kfac"] * c / T.KFAC_INVERSE_INTERVAL, notes
     if opt == "lbfgs":
         hist = T.LBFGS_HISTORY

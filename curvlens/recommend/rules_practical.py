@@ -321,3 +321,28 @@ def rule_step_cost(m: Measurements, ctx: RecommendationContext, out: Outcome) ->
         out.oppose(opt, T.STEP_COST_PENALTY * math.log10(cost),
                    f"a step costs ~{fmt(cost, 3)} gradients ({how}): it must make {fmt(cost, 3)}x the progress of "
                    f"an SGD step to pay back ({T.STEP_COST_PENALTY} per decade of cost per step)")
+
+
+def rule_kfac_fit(m: Measurements, ctx: RecommendationContext, out: Outcome) -> None:
+    """How well K-FAC's Kronecker curvature fits the Gauss-Newton matrix, at the full batch.
+
+    ``lambda_max(P G)`` (:func:`~curvlens.recommend.kfac_step.kfac_model_step`) is 1 when K-FAC's
+    preconditioner is the exact GGN inverse. K-FAC's premise is the unit natural-gradient step,
+    and a unit step along ``-P g`` is unstable in the top direction of ``P G`` once
+    ``lambda_max(P G) > 2`` (gradient descent's stability edge): the Kronecker factors then
+    underestimate the curvature there by ``lambda_max(P G) / 2`` at least, K-FAC's lr must shrink
+    by that factor and its progress per step with it, which the time model counts like a step
+    cost: :data:`~curvlens.recommend.thresholds.STEP_COST_PENALTY` per decade of the excess.
+    Only at the full batch, where the first step's factors are those of every step at these
+    weights; at a mini-batch they also carry one batch's sampling error, which the optimizer's
+    moving average removes later.
+    """
+    lam = m.num("kfac_lambda_max")
+    if lam is None or lam <= T.KFAC_UNIT_STEP_EDGE or not _full_batch(m, ctx):
+        return
+    excess = lam / T.KFAC_UNIT_STEP_EDGE
+    out.oppose("kfac", T.STEP_COST_PENALTY * math.log10(excess),
+               f"K-FAC's curvature misses the GGN along its top direction: lambda_max(P G) = {fmt(lam, 3)} > "
+               f"{fmt(T.KFAC_UNIT_STEP_EDGE)} (P = K-FAC's inverse curvature; 1 when exact), so its unit "
+               f"natural-gradient step is unstable there and its lr must shrink {fmt(excess, 3)}x "
+               f"({T.STEP_COST_PENALTY} per decade, as a step cost)")

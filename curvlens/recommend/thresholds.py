@@ -103,6 +103,9 @@ STEP_COST_PENALTY = 0.5
 #: e.g. Adam/SGD 1.07-1.34 on a digits MLP and K-FAC/SGD 2.06-2.78 on an autoencoder over three
 #: processes each, so a smaller difference in cost is not evidence.
 STEP_COST_RESOLUTION = 1.3
+#: gradient descent's stability edge for a unit step on the preconditioned curvature ``P G``: K-FAC's
+#: unit natural-gradient step overshoots its top direction when ``lambda_max(P G)`` exceeds it
+KFAC_UNIT_STEP_EDGE = 2.0
 
 # --- damping (Levenberg-Marquardt; Martens 2010 "Deep learning via Hessian-free optimization").
 

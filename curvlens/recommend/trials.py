@@ -7,8 +7,10 @@ initial step costs the fewest evaluations, and the trial's best becomes the advi
 makes :data:`LINE_SEARCH_ITERS` iterations, each with a complete search (``max_eval`` is passed:
 torch's default cuts the search short). Every run has a fixed number of steps, planned from the trial time
 and the measured cost of one step, so that a run is replayed exactly by ``(seed, steps)``; its
-CPU time (``time.process_time``) is measured. Candidates are re-ranked by the loss decrease per
-second of their best bracket member, a diverged run counting as no progress.
+CPU time (``time.process_time``) is measured. When the best run of a bracket (by its final
+loss: the runs make equal steps) is at the bracket's edge, one more lr beyond that edge is run
+(:func:`_extension`; every run's time share leaves room for it). Candidates are re-ranked by
+the loss decrease per second of their best bracket member, a diverged run counting as no progress.
 
 The user's model comes back bit-identical: weights and buffers are restored after each run,
 ``.grad`` and train/eval flags are put back, hooks an optimizer registered (K-FAC's statistics
@@ -57,7 +59,8 @@ class TrialResult:
 
     Attributes:
         optimizer, label: the candidate.
-        lrs: ``(R,)`` learning rates tried (the bracket around the advice).
+        lrs: ``(R,)`` learning rates tried (the bracket around the advice, then the extension
+            beyond its edge when its best run was there).
         steps: optimizer steps per run (the plan; replay with ``run_trials(..., steps=...)``).
         run_index, steps_done, seconds, losses: the curves, one row per record: which run
             (index into ``lrs``), steps done, CPU seconds spent in steps, full-data loss.
@@ -107,6 +110,25 @@ def _bracket(candidate) -> list[float]:
     if lr is None:
         return [1.0]
     return [float(lr) * f for f in TRIAL_BRACKET]
+
+
+def _extension(lrs: list[float], finals: list[float]) -> float | None:
+    """The lr one bracket step beyond the edge when the bracket's best run is at that edge, else None.
+
+    The runs of one bracket make the same number of steps from the same weights and seed, so their
+    final losses (a diverged run: infinite) compare the lrs deterministically: the decision is
+    replayed exactly by the seed. When the best is the smallest lr (also when every run
+    diverged) the bracket's ratio is applied once more downwards, when it is the largest, upwards:
+    with :data:`TRIAL_BRACKET` this reaches 9x either way, so advice 10x off is corrected to
+    within 3x of the best value."""
+    if len(lrs) < 2 or len(finals) != len(lrs):
+        return None
+    i = min(range(len(finals)), key=lambda k: (finals[k], k))
+    if i == 0:
+        return lrs[0] * lrs[0] / lrs[1]
+    if i == len(lrs) - 1 and math.isfinite(finals[i]):
+        return lrs[-1] * lrs[-1] / lrs[-2]
+    return None
 
 
 def plan_steps(seconds_per_run: float, cost_per_step: float, gradient_seconds: float) -> int:
@@ -256,7 +278,7 @@ def run_trials(candidates: Sequence, model: torch.nn.Module, loss_fn: Any, data:
     grads = [p.grad for p in params]
     flags = [(m, m.training) for m in model.modules()]
     hooks = _hook_keys(model)
-    runs = sum(len(_bracket(c)) for c in candidates) or 1
+    runs = sum(len(_bracket(c)) + (len(_bracket(c)) > 1) for c in candidates) or 1  # a share for an extension
     t_grad = gradient_seconds if gradient_seconds and gradient_seconds > 0 else 1e-3
     n = int(data[0].shape[0]) if isinstance(data, (tuple, list)) and len(data) == 2 and \
         isinstance(data[0], torch.Tensor) else None
@@ -279,8 +301,9 @@ def run_trials(candidates: Sequence, model: torch.nn.Module, loss_fn: Any, data:
                 per_step = probe[-1][1] / max(probe[-1][0], 1)
                 nsteps = plan_steps(seconds / runs, 1.0, per_step) if per_step > 0 else \
                     plan_steps(seconds / runs, c.cost_per_step, t_grad * scale)
-            rows, rates, div = [], [], []
-            for i, lr in enumerate(lrs):
+            rows, rates, div, finals = [], [], [], []
+
+            def run(lr: float) -> None:
                 with torch.random.fork_rng(devices=_cuda_devices(params)):
                     torch.manual_seed(seed)
                     try:
@@ -288,10 +311,18 @@ def run_trials(candidates: Sequence, model: torch.nn.Module, loss_fn: Any, data:
                     finally:
                         _remove_new_hooks(hooks)
                 _restore(model, params, weights, buffers, grads, flags)
-                rows += [(i, *r) for r in curve]
+                rows.extend((len(rates), *r) for r in curve)
                 l0, (_, sec, lend) = curve[0][2], curve[-1]
                 rates.append(0.0 if d or sec <= 0 else max(l0 - lend, 0.0) / sec)
                 div.append(d)
+                finals.append(math.inf if d or not math.isfinite(lend) else lend)
+
+            for lr in lrs:
+                run(lr)
+            more = _extension(lrs, finals)
+            if more is not None:
+                lrs.append(more)
+                run(more)
             best = int(np.argmax(rates))
             arr = np.array(rows, dtype=np.float64)
             info = RunInfo(seed=seed, matvecs=0, wall_time=time.perf_counter() - t_start, converged=not all(div),

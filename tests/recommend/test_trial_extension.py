@@ -1,0 +1,55 @@
+"""Trial brackets extend once beyond their edge when the best run is there (trials._extension)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from curvlens.recommend import RecommendationContext, recommend
+from curvlens.recommend.trials import TRIAL_BRACKET, _extension, run_trials
+
+
+def test_extension_rule_on_given_final_losses():
+    inf = float("inf")
+    assert _extension([1.0, 3.0, 9.0], [2.0, 1.0, 3.0]) is None  # best inside: nothing to add
+    assert _extension([1.0, 3.0, 9.0], [1.0, 2.0, 3.0]) == pytest.approx(1 / 3)
+    assert _extension([1.0, 3.0, 9.0], [3.0, 2.0, 1.0]) == pytest.approx(27.0)
+    assert _extension([1.0, 3.0, 9.0], [inf, inf, inf]) == pytest.approx(1 / 3)  # all diverged: go down
+    assert _extension([1.0], [1.0]) is None
+
+
+def _problem():
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(128, 6, generator=g)
+    y = X @ torch.randn(6, 1, generator=g)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = torch.nn.Linear(6, 1)
+    return model, torch.nn.MSELoss(), (X, y)
+
+
+def _sgd(lr):
+    rec = recommend({"lambda_max": 2.0, "num_params": 7}, RecommendationContext(batch_size=128))
+    c = next(c for c in rec.candidates if c.optimizer == "sgd_momentum")
+    return dataclasses.replace(c, hyperparameters={**c.hyperparameters, "lr": lr})
+
+
+@pytest.mark.parametrize("advice, expected", [
+    (1e-4, 1e-4 * TRIAL_BRACKET[-1] ** 2),  # 10x+ too small: the largest lr is best, one more step up
+    (50.0, 50.0 * TRIAL_BRACKET[0] ** 2),   # every run diverges: one more step down
+])
+def test_edge_best_extends_the_bracket_once_reproducibly(advice, expected):
+    model, loss_fn, data = _problem()
+    before = [p.detach().clone() for p in model.parameters()]
+    rng = torch.random.get_rng_state()
+    a = run_trials([_sgd(advice)], model, loss_fn, data, seconds=0.5, seed=1, steps={"sgd_momentum": 8})[0]
+    b = run_trials([_sgd(advice)], model, loss_fn, data, seconds=0.5, seed=1, steps={"sgd_momentum": 8})[0]
+    assert len(a.lrs) == 4 and a.lrs[3] == pytest.approx(expected)
+    assert (a.lrs == b.lrs).all() and (a.losses == b.losses).all()
+    assert set(a.run_index.tolist()) == {0, 1, 2, 3}
+    assert torch.equal(torch.random.get_rng_state(), rng)
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before))
+    if advice < 1:  # the extension is the best run: advice 10x off comes back within 3x
+        assert a.best_lr == pytest.approx(expected)
