@@ -35,9 +35,10 @@ def hutchpp_sketch(op, num_sketch: int, *, probe: str, chunk: int, gen: torch.Ge
     return Q, Z
 
 
-#: residual probes processed together: each group is reduced to per-slice sums before the next
-#: (a batched product's transient memory grows with its number of vectors)
-PROBE_GROUP = 4
+#: residual probes processed together: each group is reduced to per-slice sums before the next.
+#: One at a time: a product of 4 vectors needs 308 MB of working memory on a 1.07M-parameter MLP
+#: against 60 MB for one, at the same CPU time per probe (``benchmarks/results/analyze_memory.md``)
+PROBE_GROUP = 1
 #: rows per slice of the streamed row sums (one slice at a time is widened to float64)
 ROW_SLAB = 1 << 16
 
