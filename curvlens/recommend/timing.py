@@ -49,10 +49,9 @@ def interleaved_step_seconds(specs: dict[str, dict], model: torch.nn.Module, los
 
     Example:
         >>> import torch
-        >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
-        <torch._C.Generator object at ...>
+        >>> g = torch.Generator().manual_seed(0)
         >>> model = torch.nn.Linear(4, 2)
-        >>> data = (torch.randn(32, 4), torch.randint(0, 2, (32,)))
+        >>> data = (torch.randn(32, 4, generator=g), torch.randint(0, 2, (32,), generator=g))
         >>> t = interleaved_step_seconds({"sgd_momentum": {"lr": 0.1}, "adamw": {"lr": 1e-3}}, model,
         ...                              torch.nn.CrossEntropyLoss(), data, rounds=2)
         >>> sorted(t), all(v > 0 for v in t.values())
