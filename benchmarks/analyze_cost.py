@@ -198,10 +198,11 @@ def held_vectors(res, D: int, itemsize: int) -> dict[str, tuple[int, int]]:
     ``curvlens/linalg/_thick_restart.py``), capacity ``basis + block`` rows each, plus the k Ritz
     vectors and their products. bottom: the basis (no stored products) plus the k vectors and
     their certificate products. trace (``krylov_trace``): the Krylov basis Q and Z = A Q, the
-    pilot probes and their products (multiplied 4 at a time). density: see
+    pilot probes and their products (multiplied ``PROBE_GROUP`` at a time). density: see
     :func:`density_live_vectors`."""
     import re
 
+    from curvlens.estimators.hutchpp import PROBE_GROUP
     from curvlens.estimators.krylov_trace import pilot_size
     from curvlens.linalg.eigen import default_basis_size
 
@@ -217,7 +218,7 @@ def held_vectors(res, D: int, itemsize: int) -> dict[str, tuple[int, int]]:
     if res.trace is not None and res.trace.method == "krylov":
         found = re.search(r"split: (\d+) Krylov vectors", res.trace.info.status)
         r = int(found.group(1)) if found else 0
-        out["trace"] = (2 * r + 2 * pilot_size(int(res.trace.info.matvecs), 1), 4)
+        out["trace"] = (2 * r + 2 * pilot_size(int(res.trace.info.matvecs), 1), PROBE_GROUP)
     if res.density is not None:
         out["density"] = (density_live_vectors(res.density, D, itemsize), 1)
     return out
@@ -240,8 +241,10 @@ def memory_main(args) -> None:
               + ", ".join(f"{k} {v:.0f}" for k, v in r["rss_after_mb"].items()), flush=True)
     print("peak memory of analyze at the defaults, RSS high-water mark above the RSS just before it, "
           "fresh subprocess, 1 torch thread")
+    from curvlens.estimators.hutchpp import PROBE_GROUP
+
     print("must hold = retained graphs + the stage's held D-vectors + one product's working set "
-          "(4 vectors per product for trace, 1 otherwise)")
+          f"({PROBE_GROUP} vector(s) per product for trace, 1 otherwise)")
     head = ("model", "stage", "peak MB above start", "held D-vectors", "must hold MB", "peak / must hold",
             "must hold, 1 vector per product MB", "peak / that")
     print(" | ".join(head))
