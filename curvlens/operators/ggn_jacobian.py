@@ -71,9 +71,13 @@ JACOBIAN_METHODS = ("auto", "vmap", "batched", "backward")
 BATCHED_DIRECTIONS = 32
 
 
-def output_entries(problem: Problem) -> int:
+def output_entries(problem: Problem, per_sample: dict | None = None) -> int:
     """``M``: the number of model-output entries over the problem's batches (one sample of each
-    batch is run forward without a graph to learn the per-sample output size)."""
+    batch is run forward without a graph to learn the per-sample output size).
+
+    ``per_sample``, a dict kept by the caller, remembers the per-sample output size of tensor
+    inputs by their per-sample shape and dtype, so that a later call on batches of the same
+    shapes runs no forward pass (the model's output size must follow from its input's shape)."""
     total = 0
     with problem.state_guard(), torch.no_grad():
         for i in range(len(problem.batches)):
@@ -81,9 +85,15 @@ def output_entries(problem: Problem) -> int:
             n = problem.batch_sizes[i]
             if n == 0:
                 continue
+            key = (tuple(x.shape[1:]), x.dtype) if isinstance(x, torch.Tensor) and x.ndim > 0 else None
+            if per_sample is not None and key is not None and key in per_sample:
+                total += per_sample[key] * n
+                continue
             out = call_model(problem.model, x[:1])
             if not isinstance(out, torch.Tensor):
                 raise TypeError(f"model: the output on batch {i} is a {type(out).__name__}, expected a tensor")
+            if per_sample is not None and key is not None:
+                per_sample[key] = out.numel()
             total += out.numel() * n
     return total
 

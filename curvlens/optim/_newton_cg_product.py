@@ -54,9 +54,10 @@ class ProductChooser:
         self.reason = "autograd products requested" if product == "autograd" else (
             f"curvature={curvature!r}: the Jacobian route is for the GGN" if curvature != "ggn" else "")
         self.last_route = "autograd"
+        self._per_sample: dict = {}  # per-sample output sizes by input shape (see output_entries)
 
     def _jacobian_fits(self, problem) -> bool:
-        entries = group_total(output_entries(problem), problem) * problem.dim  # the same on every rank
+        entries = group_total(output_entries(problem, self._per_sample), problem) * problem.dim  # same on every rank
         if entries > self.max_entries:
             if self.product == "jacobian":
                 raise ValueError(f"product: the Jacobian would have {entries} entries (M * D), more than "

@@ -1,10 +1,12 @@
-"""JacobianGGNOperator.loss_and_gradient (``J^T dl/df``) against plain autograd in float64."""
+"""JacobianGGNOperator.loss_and_gradient (``J^T dl/df``) against plain autograd in float64, and
+output_entries' per-sample cache."""
 
 import pytest
 import torch
 from torch import nn
 
-from curvlens.operators.ggn_jacobian import JacobianGGNOperator
+from curvlens import Problem
+from curvlens.operators.ggn_jacobian import JacobianGGNOperator, output_entries
 from tests.operators.test_ggn_jacobian import CASES, D64, _gen, _mlp, _Poisson, _poisson_rows
 
 
@@ -60,3 +62,22 @@ def test_gradient_is_of_the_build_weights():
     assert op.is_stale
     after = op.loss_and_gradient()  # a snapshot: still the gradient at the weights it was built at
     torch.testing.assert_close(after[1], before[1], rtol=0, atol=0)
+
+
+def test_output_entries_cache_runs_no_forward_on_known_shapes():
+    g = torch.Generator().manual_seed(4)
+    x, y = torch.randn(30, 4, generator=g, dtype=torch.float64), torch.randn(30, 3, generator=g, dtype=torch.float64)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).double()
+    calls = []
+    model.register_forward_hook(lambda *a: calls.append(1))
+    cache: dict = {}
+    first = output_entries(Problem(model, nn.MSELoss(), [(x[:7], y[:7]), (x[7:], y[7:])]), cache)
+    assert first == 30 * 3 and len(calls) == 1 and cache  # one forward: both batches have rows of shape (4,)
+    assert cache == {((4,), torch.float64): 3}
+    again = output_entries(Problem(model, nn.MSELoss(), [(x[:11], y[:11])]), cache)
+    assert again == 11 * 3 and len(calls) == 1  # the size came from the cache
+    x3 = torch.randn(5, 2, 4, generator=g, dtype=torch.float64)  # another per-sample shape: a forward
+    assert output_entries(Problem(model, nn.MSELoss(), (x3, torch.zeros(5, 2, 3, dtype=torch.float64))), cache) == 30
+    assert len(calls) == 2 and cache[((2, 4), torch.float64)] == 6
+    assert output_entries(Problem(model, nn.MSELoss(), [(x[:7], y[:7]), (x[7:], y[7:])])) == 90  # no cache
+    assert len(calls) == 4
