@@ -18,7 +18,8 @@ below the lowest level. Each invocation adds its (problem, method) results to ``
 rewrites ``OUT.md`` from all of them. Usage::
 
     python benchmarks/saddle_exit.py --problems deep_linear,tanh_autoencoder \
-        --methods adam,sgd_m,saddle_free,saddle_free_damping,newton_cg --out benchmarks/results/saddle_exit
+        --methods adam,sgd_m,saddle_free,saddle_free_retries,saddle_free_damping,newton_cg \
+        --out benchmarks/results/saddle_exit
 """
 
 from __future__ import annotations
@@ -51,16 +52,28 @@ GRIDS = {
 SFN_DAMPING_RADIUS = {"deep_linear": 1.0, "tanh_autoencoder": 4.0}
 GRIDS["deep_linear"]["saddle_free_damping"] = (1e-8, 1e-7, 1e-6, 1e-5, 1e-4)
 GRIDS["tanh_autoencoder"]["saddle_free_damping"] = (1e-8, 1e-7, 1e-6, 1e-5, 1e-4)
+#: ``saddle_free`` with ``retries=4``: a rejected try is re-solved on the same basis (a loss
+#: evaluation) instead of ending the step (the next step would rebuild the same basis); same grid
+GRIDS["deep_linear"]["saddle_free_retries"] = GRIDS["deep_linear"]["saddle_free"]
+GRIDS["tanh_autoencoder"]["saddle_free_retries"] = GRIDS["tanh_autoencoder"]["saddle_free"]
+SFN_RETRIES = 4
 
 
 def _saddle_free_damping(inst, damping, seed):
     return M._saddle_free(inst, SFN_DAMPING_RADIUS[inst.problem], seed, damping=damping)
 
 
+def _saddle_free_retries(inst, radius, seed):
+    return M._saddle_free(inst, radius, seed, retries=SFN_RETRIES)
+
+
 def _register_local() -> None:
     if "saddle_free_damping" not in M.METHODS:
         M.register_method(M.Method("saddle_free_damping", "curvature", _saddle_free_damping, (1e-6,),
                                    hparam="damping"))
+    if "saddle_free_retries" not in M.METHODS:
+        M.register_method(M.Method("saddle_free_retries", "curvature", _saddle_free_retries, (1.0,),
+                                   hparam="trust_radius"))
 
 
 #: CPU seconds per run (Newton-CG's steps cost ~0.4 s on the deep linear net)

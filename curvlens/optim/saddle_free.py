@@ -35,7 +35,17 @@ of the base step). The ratio ``rho`` of the actual to the
 predicted decrease adapts the damping (x3/2 when ``rho < 1/4``, x2/3 when ``rho > 3/4``) and the
 trust radius (halved to half the step when ``rho < 1/4``, doubled up to ``max_trust_radius``
 after a good step on the boundary); a step that raises the loss or makes it non-finite is
-undone exactly.
+undone exactly, and with ``retries`` re-solved at once on the same basis (the standard
+trust-region loop: the model of a rejected step is still valid, so only a loss evaluation is
+spent, not a new basis).
+
+With ``between_refreshes="base"`` the steps between refreshes are the base rule alone on the
+whole gradient: a saddle-free Newton step every ``refresh_every`` steps, plain SGD or Adam in
+between, with no trust radius, loss check or damping adaptation on the base steps. The ratio
+rule above is calibrated for a quadratic model; for a first-order model of a well-scaled step
+``rho`` is about 1/2 (exactly 1/2 for the line-optimal step on a quadratic), below the 3/4 that
+grows the radius, while mini-batch noise pushes it below 1/4 often enough to halve it, so the
+base rule's steps end up clipped far below their own length.
 """
 
 from __future__ import annotations
@@ -59,7 +69,7 @@ __all__ = ["SaddleFreeNewton", "SaddleFreeStep"]
 MIN_DAMPING, MAX_DAMPING = 1e-10, 1e10
 _BASES = ("sgd", "adam")
 _NEGATIVE = ("escape", "abs")
-_BETWEEN = ("exact", "first_order")
+_BETWEEN = ("exact", "first_order", "base")
 
 
 @dataclass(frozen=True)
@@ -82,6 +92,8 @@ class SaddleFreeStep(StepRecord):
         escape: whether a direction of negative curvature got a trust-region-length step.
         negative_threshold: ``negative_tol * max|lambda|``; curvature below its negative got the
             escape rule (``negative="escape"``).
+        retries: rejected tries before the one recorded (``retries`` option); the record's step,
+            damping and trust radius are those of the last try.
     """
 
     eigenvalues: tuple[float, ...] = ()
@@ -98,6 +110,7 @@ class SaddleFreeStep(StepRecord):
     trust_radius: float = 0.0
     escape: bool = False
     negative_threshold: float = 0.0
+    retries: int = 0
 
 
 def _check_int(value: Any, name: str, low: int, fix: str) -> int:
@@ -129,7 +142,10 @@ class SaddleFreeNewton(CurvatureOptimizer):
             predicted decrease is exact on a quadratic. ``"first_order"``: no second-order graph
             and no product, a step costs a gradient and a loss evaluation, like the base rule's;
             the model is the subspace part with the stored eigenvalues plus the first-order term
-            of the base step (its curvature, and the cross term, are left out).
+            of the base step (its curvature, and the cross term, are left out). ``"base"``: the
+            base rule's own step on the whole gradient (not projected, not bounded by the trust
+            radius, no loss evaluation; non-finite weights are undone), so a step costs one
+            gradient and the damping and radius change only on refresh steps.
         history: how many previous steps enrich the subspace (taken out of ``subspace``).
         trust_radius: the initial trust radius (largest step norm); it is halved to half the
             step after a rejected or poor step and doubled after a good step on the boundary.
@@ -141,6 +157,13 @@ class SaddleFreeNewton(CurvatureOptimizer):
             on the other directions). None: ``2 sqrt(eps)`` of the parameters' dtype (``3.0e-8``
             in float64, ``6.9e-4`` in float32), above the products' rounding noise; ``0`` counts
             every negative eigenvalue. In ``[0, 1)``.
+        retries: after a rejected try (the loss rose or was not finite) re-solve the subspace
+            problem with the damping raised x3/2 and the radius halved to half the step, on the same
+            gradient, basis and eigenpairs, and try again, up to this many times within one step.
+            A retry costs one loss evaluation (on an older basis with ``between_refreshes="exact"``
+            also a new second-order graph and the model's one product) instead of a whole step with
+            a new basis. ``0``
+            (the default): a rejected try ends the step, and the next step rebuilds everything.
         params: which parameters (default: all with ``requires_grad``).
         generator: draws the Krylov start only when the gradient is exactly zero.
         process_group: None, ``"world"`` or a process group (as for :class:`~curvlens.Problem`):
@@ -166,7 +189,7 @@ class SaddleFreeNewton(CurvatureOptimizer):
                  lr: float = 1.0, base: str = "sgd", base_lr: float | None = None, refresh_every: int = 1,
                  between_refreshes: str = "exact", history: int = 0, trust_radius: float = 1.0,
                  max_trust_radius: float | None = None, negative: str = "escape",
-                 negative_tol: float | None = None, params: Any = None,
+                 negative_tol: float | None = None, retries: int = 0, params: Any = None,
                  generator: torch.Generator | int | None = None, process_group: Any = None):
         subspace = _check_int(subspace, "subspace", 1, "pass the number of Krylov directions, e.g. subspace=10")
         damping = self.check_number(damping, "damping", fix="pass e.g. damping=1e-2")
@@ -178,8 +201,8 @@ class SaddleFreeNewton(CurvatureOptimizer):
             base_lr = self.check_number(base_lr, "base_lr", fix="pass e.g. base_lr=1e-3, or None for the default")
         refresh_every = _check_int(refresh_every, "refresh_every", 1, "pass e.g. refresh_every=1 (every step)")
         if between_refreshes not in _BETWEEN:
-            raise ValueError(f"between_refreshes: expected 'exact' or 'first_order', got {between_refreshes!r}; pick "
-                             "the model of the steps on a reused basis")
+            raise ValueError(f"between_refreshes: expected 'exact', 'first_order' or 'base', got "
+                             f"{between_refreshes!r}; pick the model of the steps on a reused basis")
         history = _check_int(history, "history", 0, "pass e.g. history=2, or 0 for a pure Krylov subspace")
         if history >= subspace:
             raise ValueError(f"history: expected fewer than subspace={subspace} previous steps, got {history}; "
@@ -201,9 +224,11 @@ class SaddleFreeNewton(CurvatureOptimizer):
             if negative_tol >= 1.0:
                 raise ValueError(f"negative_tol: expected a number in [0, 1) (relative to max|lambda|), got "
                                  f"{negative_tol:g}; no eigenvalue is below -max|lambda|, use negative='abs' instead")
+        retries = _check_int(retries, "retries", 0, "pass e.g. retries=3, or 0 to end a step at its first rejection")
         defaults = dict(subspace=subspace, lr=lr, base=base, base_lr=base_lr, refresh_every=refresh_every,
                         between_refreshes=between_refreshes, history=history, trust_radius=trust_radius,
-                        max_trust_radius=max_trust_radius, negative=negative, negative_tol=negative_tol)
+                        max_trust_radius=max_trust_radius, negative=negative, negative_tol=negative_tol,
+                        retries=retries)
         super().__init__(model, loss_fn, defaults, params=params, generator=generator, process_group=process_group)
         gs = self.global_state
         gs.setdefault("damping", damping)
@@ -255,6 +280,35 @@ class SaddleFreeNewton(CurvatureOptimizer):
         step = -(lr if lr is not None else 1e-3) * mhat / (vhat.sqrt() + eps)
         return step, {"adam_t": t, "adam_m": m, "adam_v": v}
 
+    def _trial(self, rec: dict, g, g_out, hess, V, lam, U, a, damping: float, radius: float, rule: str,
+               tol: float) -> tuple[torch.Tensor, float, dict]:
+        """One candidate step at ``damping`` and ``radius``: the step, its predicted decrease and the
+        base rule's new state; fills the record's ``escape``, ``step_norm`` and ``matvecs``."""
+        sub = subspace_step(lam, a, damping=damping, radius=radius, lr=self._hp("lr"), negative=rule,
+                            negative_tol=tol)
+        rec["escape"] = sub.escape
+        s = V @ (U @ sub.coefficients).to(V.dtype)
+        predicted, adam_state = math.nan, {}
+        if g_out is None:  # a fresh Krylov basis starts at g: the step lies in it and the model is exact
+            predicted = sub.predicted_decrease
+            norm = float(torch.linalg.vector_norm(s))
+        else:
+            s_out, adam_state = self._base_step(g_out, float(lam.abs().max()), damping)
+            s = s + (s_out - V @ (V.T @ s_out))
+            norm, alpha = float(torch.linalg.vector_norm(s)), 1.0
+            if norm > radius:
+                alpha = radius / norm
+                s, norm = s * alpha, radius
+            if math.isfinite(norm) and hess is not None:
+                Hs = hess.matvec(s)
+                rec["matvecs"] += 1
+                predicted = -float(torch.dot(g, s) + 0.5 * torch.dot(s, Hs))
+            elif math.isfinite(norm):  # the subspace curvature of the stored eigenpairs, the rest first order
+                c = sub.coefficients
+                predicted = -(float(torch.dot(g, s)) + 0.5 * alpha ** 2 * float((lam.double() * c * c).sum()))
+        rec["step_norm"] = norm
+        return s, predicted, adam_state
+
     # ------------------------------------------------------------------ the step
     def step(self, batch: Any = None, closure: Any = None, **kwargs) -> torch.Tensor:
         """One saddle-free Newton step on ``batch``; returns the loss before the step.
@@ -270,6 +324,10 @@ class SaddleFreeNewton(CurvatureOptimizer):
         k = gs["step"]
         problem = self.problem(batch)
         refresh = "basis" not in gs or k % self._hp("refresh_every") == 0
+        damping, radius = float(gs["damping"]), float(gs["radius"])
+        if not refresh and self._hp("between_refreshes") == "base":
+            return self._base_only(problem, dict(step=k, loss_before=math.nan, loss_after=None, damping=damping,
+                                                 matvecs=0, trust_radius=radius, refreshed=False), damping)
         if refresh or self._hp("between_refreshes") == "exact":
             hess = StepHessian(problem, validate=not getattr(self, "_validated", False))
             self._validated = True
@@ -277,7 +335,6 @@ class SaddleFreeNewton(CurvatureOptimizer):
         else:  # a first-order step on the reused basis: no second-order graph
             hess = None
             loss0, g = loss_and_gradient(problem)
-        damping, radius = float(gs["damping"]), float(gs["radius"])
         rec = dict(step=k, loss_before=float(loss0), loss_after=None, damping=damping, matvecs=0, trust_radius=radius,
                    refreshed=refresh)
         if refresh:
@@ -296,41 +353,32 @@ class SaddleFreeNewton(CurvatureOptimizer):
         tol = self._hp("negative_tol")
         tol = default_negative_tol(V.dtype) if tol is None else tol
         rec["negative_threshold"] = negative_threshold(lam, tol)
-        sub = subspace_step(lam, U.T @ cV.double(), damping=damping, radius=radius, lr=self._hp("lr"),
-                            negative=rule, negative_tol=tol)
-        rec["escape"] = sub.escape
-        s = V @ (U @ sub.coefficients).to(V.dtype)
-        if rec["refreshed"]:  # a fresh Krylov basis starts at g: the step lies in it and the model is exact
-            predicted, adam_state = sub.predicted_decrease, {}
-            norm = float(torch.linalg.vector_norm(s))
-        else:
-            s_out, adam_state = self._base_step(g - V @ cV, float(lam.abs().max()), damping)
-            s = s + (s_out - V @ (V.T @ s_out))
-            norm, alpha = float(torch.linalg.vector_norm(s)), 1.0
-            if norm > radius:
-                alpha = radius / norm
-                s, norm = s * alpha, radius
-            if math.isfinite(norm) and hess is not None:
-                Hs = hess.matvec(s)
-                rec["matvecs"] += 1
-                predicted = -float(torch.dot(g, s) + 0.5 * torch.dot(s, Hs))
-            elif math.isfinite(norm):  # the subspace curvature of the stored eigenpairs, the rest first order
-                c = sub.coefficients
-                predicted = -(float(torch.dot(g, s)) + 0.5 * alpha ** 2 * float((lam.double() * c * c).sum()))
-        rec["step_norm"] = norm
-        if not math.isfinite(norm):
-            return self._finish(loss0, rec, False, "the step is not finite; weights kept, damping raised")
-        snap = self.snapshot()
-        self.add_to_params(s)
-        loss1 = float(problem.loss())
-        actual = rec["loss_before"] - loss1 if math.isfinite(loss1) else -math.inf
-        rho = actual / predicted if predicted > 0 else math.nan
-        rec.update(loss_after=loss1, predicted_decrease=predicted, actual_decrease=actual, rho=rho)
-        if not math.isfinite(loss1) or not self.params_finite() or loss1 > rec["loss_before"]:
+        a = U.T @ cV.double()
+        g_out = None if rec["refreshed"] else g - V @ cV
+        snap, retries = None, 0
+        while True:
+            s, predicted, adam_state = self._trial(rec, g, g_out, hess, V, lam, U, a, damping, radius, rule, tol)
+            norm = rec["step_norm"]
+            if not math.isfinite(norm):
+                return self._finish(loss0, rec, False, "the step is not finite; weights kept, damping raised")
+            snap = self.snapshot() if snap is None else snap
+            self.add_to_params(s)
+            loss1 = float(problem.loss())
+            actual = rec["loss_before"] - loss1 if math.isfinite(loss1) else -math.inf
+            rho = actual / predicted if predicted > 0 else math.nan
+            rec.update(loss_after=loss1, predicted_decrease=predicted, actual_decrease=actual, rho=rho)
+            if math.isfinite(loss1) and self.params_finite() and loss1 <= rec["loss_before"]:
+                break
             self.restore(snap)
-            why = "not finite" if not math.isfinite(loss1) else f"higher ({loss1:.6g} > {rec['loss_before']:.6g})"
-            return self._finish(loss0, rec, False, f"the loss after the step was {why}; weights restored exactly, "
-                                "damping raised, trust radius halved")
+            if retries >= self._hp("retries"):
+                why = "not finite" if not math.isfinite(loss1) else f"higher ({loss1:.6g} > {rec['loss_before']:.6g})"
+                return self._finish(loss0, rec, False, f"the loss after the step was {why}; weights restored exactly, "
+                                    "damping raised, trust radius halved")
+            retries += 1  # the same basis, gradient and eigenpairs; only the damping and the radius change
+            damping, radius = min(MAX_DAMPING, damping * 1.5), self._shrunk_radius(norm, radius)
+            if hess is not None and g_out is not None:  # the restore invalidated the graph the model's product needs
+                hess = StepHessian(problem)
+            rec.update(retries=retries, damping=damping, trust_radius=radius)
         gs.update(adam_state)
         if not rho >= 0.25:  # also nan: the model predicted no decrease
             gs["damping"] = min(MAX_DAMPING, damping * 1.5)
@@ -343,6 +391,31 @@ class SaddleFreeNewton(CurvatureOptimizer):
         if h:
             gs["history"] = ([s.clone()] + list(gs["history"]))[:h]
         return self._finish(loss0, rec, True, "step accepted")
+
+    def _base_only(self, problem, rec: dict, damping: float) -> torch.Tensor:
+        """``between_refreshes="base"``: the base rule's own step on the whole gradient, unbounded and
+        without a loss evaluation (like the base rule alone); only non-finite weights are undone."""
+        gs = self.global_state
+        loss0, g = loss_and_gradient(problem)
+        rec["loss_before"] = float(loss0)
+        lam = gs["eigenvalues"]
+        rec["eigenvalues"], rec["num_negative"] = tuple(float(x) for x in lam), int((lam < 0).sum())
+        s, adam_state = self._base_step(g, float(lam.abs().max()), damping)
+        rec["predicted_decrease"] = -float(torch.dot(g, s))  # first order: the base rule has no model
+        rec["step_norm"] = norm = float(torch.linalg.vector_norm(s))
+        if not math.isfinite(norm):
+            return self._finish(loss0, rec, False, "the step is not finite; weights kept, damping raised")
+        snap = self.snapshot()
+        self.add_to_params(s)
+        if not self.params_finite():
+            self.restore(snap)
+            return self._finish(loss0, rec, False, "the weights after the step were not finite; weights restored "
+                                "exactly, damping raised, trust radius halved")
+        gs.update(adam_state)
+        h = self._hp("history")
+        if h:
+            gs["history"] = ([s.clone()] + list(gs["history"]))[:h]
+        return self._finish(loss0, rec, True, "base rule step (between_refreshes='base'), not checked by a loss")
 
     def _shrunk_radius(self, norm: float, radius: float) -> float:
         """Half the step, kept when there was no step and floored at 1e-12 of the largest radius."""

@@ -97,5 +97,5 @@ def test_first_order_on_a_network_round_trips_and_descends():
 
 
 def test_bad_between_refreshes_raises_one_clear_line():
-    with pytest.raises(ValueError, match=r"^between_refreshes: expected 'exact' or 'first_order', got 'none'; pick"):
+    with pytest.raises(ValueError, match=r"^between_refreshes: expected 'exact', 'first_order' or 'base', got 'none'; pick"):
         SaddleFreeNewton(Vec([1.0]), lambda m, b: (m.x ** 2).sum(), between_refreshes="none")
