@@ -66,9 +66,12 @@ class StepHessian:
                 roots = [g[j] for j in which]
                 if validate and not self._roots:
                     check_twice_differentiable(roots, "SaddleFreeNewton")
-                self._roots.append(roots)
-                self._which.append(which)
                 flat += self._flatten(which, [t.detach() for t in roots])
+                # a gradient with no graph is constant in the weights (the loss is at most linear
+                # in those parameters): its rows of H are zero and it takes no part in products
+                live = [i for i, t in enumerate(roots) if t.requires_grad]
+                self._roots.append([roots[i] for i in live])
+                self._which.append([which[i] for i in live])
                 total += wl.detach()
         if problem.process_group is not None:  # one all-reduce of [gradient, loss]
             buf = problem.reduce_(torch.cat([flat, total.reshape(1)]), "gradient")
