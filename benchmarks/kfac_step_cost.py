@@ -22,7 +22,8 @@ leaves out (hooks, the KL clip, copies of gradients) shows up as measured / mode
 checks the factors against curvlinops' KFACLinearOperator.
 
 Run: ``.venv/bin/python benchmarks/kfac_step_cost.py [rounds]`` (default 3); with ``--training [rounds]``
-(default 10) only :func:`training_steps`: a step of tuned Adam against K-FAC on the two training problems.
+(default 10) only :func:`training_steps`: a step of tuned Adam against K-FAC on the two training problems;
+with ``--steps`` only :func:`steps_to_target`: the exact steps to the digits CNN's target (seeds 0-5).
 """
 
 from __future__ import annotations
@@ -82,37 +83,42 @@ def layer_shapes(seen):
 _F32 = 4
 
 
-def cost_model(shapes, every=10, update_every=1, inverse="cholesky", fisher="mc", weight_sharing="expand"):
+def cost_model(shapes, every=10, update_every=1, inverse="cholesky", fisher="mc", weight_sharing="expand",
+               fraction=1.0):
     """Per part: (amount, unit). Flops for the arithmetic parts, bytes moved for the copies.
 
     - fwd/bwd: 6 rows d_in d_out per layer (forward, input gradient, weight gradient);
     - mc backward: the second backward to the layer outputs: 2 rows d_in d_out for every layer
       but the first (input gradients only, no weight gradients); none for fisher="empirical";
-    - unfold/copies: the unfold of each convolution writes rows x (d_in - 1) floats and the
-      transposed copy reads and writes them again; the output gradients of convolutions are
-      copied to row layout (read + write): 3 and 2 float32 moves per element; with
-      weight_sharing="reduce" the patches are written once and read once by the mean over
-      positions, the output gradients read once by the sum: 2 and 1 moves;
+    - unfold/copies: the rows of each convolution are written once by one concatenation of the
+      kernel offsets' windows (read + write, no ``F.unfold``), the output gradients of
+      convolutions are copied to row layout (read + write): 2 and 2 float32 moves per element;
+      with weight_sharing="reduce" the windows are read once by their means, the output
+      gradients once by the sum: 1 and 1 moves;
     - grams: 2 rows (d_in - 1)^2 for A (the bias row is a column sum) + 2 rows d_out^2 for G;
       with weight_sharing="reduce" a convolution has one row per sample (N instead of rows);
     - precondition: eigh: the two basis changes on each side, 4 (d_out^2 d_in + d_out d_in^2);
       cholesky: one product with each inverse, 2 (d_out^2 d_in + d_out d_in^2);
+    - precondition, triangular: two triangular solves with each Cholesky factor, the same
+      2 (d_out^2 d_in + d_out d_in^2) flops;
     - inverse: eigh: ~9 d^3 per factor (symmetric eigendecomposition with vectors); cholesky:
-      d^3 / 3 (factorization) + 2 d^3 / 3 (inverse from the factor); float64, once every
-      ``every`` steps.
+      d^3 / 3 (factorization) + 2 d^3 / 3 (inverse from the factor); triangular: d^3 / 3 (the
+      factorization alone); float64, once every ``every`` steps.
 
-    The statistics (mc backward, unfold/copies, grams) are taken every ``update_every`` steps.
+    The statistics (mc backward, unfold/copies, grams) are taken every ``update_every`` steps;
+    with ``fraction < 1`` the unfold/copies and grams take ``fraction`` of the rows (the
+    Monte-Carlo backward still runs through the whole batch).
     """
     k = update_every
     mc = 0 if fisher == "empirical" else 1
-    pre, inv = (4, 9) if inverse == "eigh" else (2, 1)
+    pre, inv = {"eigh": (4, 9), "cholesky": (2, 1), "triangular": (2, 1 / 3)}[inverse]
     red = weight_sharing == "reduce"
-    mv_a, mv_g = (2, 1) if red else (3, 2)
-    stat_rows = [n if (red and conv) else r for r, _, _, conv, n in shapes]
+    mv_a, mv_g = (1, 1) if red else (2, 2)
+    stat_rows = [fraction * (n if (red and conv) else r) for r, _, _, conv, n in shapes]
     c = {"fwd/bwd": (sum(6 * r * i * o for r, i, o, _, _ in shapes), "flop"),
          "mc backward": (mc * sum(2 * r * i * o for r, i, o, _, _ in shapes[1:]) / k, "flop"),
-         "unfold/copies": (sum(_F32 * r * (mv_a * (i - 1) + mv_g * o) for r, i, o, conv, _ in shapes if conv) / k,
-                           "byte"),
+         "unfold/copies": (fraction * sum(_F32 * r * (mv_a * (i - 1) + mv_g * o) for r, i, o, conv, _ in shapes
+                                          if conv) / k, "byte"),
          "grams": (sum(2 * sr * ((i - 1) ** 2 + o * o) for sr, (_, i, o, _, _) in zip(stat_rows, shapes)) / k, "flop"),
          "precondition": (sum(pre * (i * o * o + i * i * o) for _, i, o, _, _ in shapes), "flop"),
          "inverse (amortized)": (sum(inv * (i ** 3 + o ** 3) for _, i, o, _, _ in shapes) / every, "flop")}
@@ -125,7 +131,15 @@ def _clock(fn):
     return time.process_time() - t
 
 
-def measure(name, model, x, y, rounds, update_every=1, inverse="cholesky", fisher="mc", weight_sharing="expand"):
+def _conv_rows(m, x):
+    """The patch rows :func:`~curvlens.optim.kfac.factors.input_gram` builds (one concatenation
+    of the kernel offsets' windows)."""
+    views, _, _ = fx._windows(m, x)
+    return torch.cat(views, -1).reshape(-1, sum(v.shape[-1] for v in views))
+
+
+def measure(name, model, x, y, rounds, update_every=1, inverse="cholesky", fisher="mc", weight_sharing="expand",
+            statistics_fraction=1.0):
     """Interleaved timing: each round runs one inverse cycle (``inverse_every`` steps) of K-FAC,
     as many SGD steps, and every part of the cost model once, so that load drift on the shared
     machine affects all of them alike; totals over the rounds are compared."""
@@ -154,17 +168,20 @@ def measure(name, model, x, y, rounds, update_every=1, inverse="cholesky", fishe
     d = torch.randn_like(out)
     gzs = [g.detach() for g in torch.autograd.grad(out, zs, d, retain_graph=True)]
     red = weight_sharing == "reduce"
+    sub = max(1, int(round(statistics_fraction * x.shape[0])))  # the statistics' sub-batch
 
     def a_rows(m, xi):
-        return fx.averaged_rows(m, xi) if red else fx._plain_rows(m, xi)
+        if red:
+            return fx.averaged_rows(m, xi)
+        return _conv_rows(m, xi) if isinstance(m, nn.Conv2d) else fx._plain_rows(m, xi)
 
-    rows = [(a_rows(m, xi), fx.output_rows(m, gz, red)) for (m, xi, _), gz in zip(seen, gzs)]
+    rows = [(a_rows(m, xi[:sub]), fx.output_rows(m, gz[:sub], red)) for (m, xi, _), gz in zip(seen, gzs)]
 
     def unfold_copies():
         for (m, xi, _), gz in zip(seen, gzs):
             if isinstance(m, nn.Conv2d):
-                a_rows(m, xi)
-                fx.output_rows(m, gz, red)
+                a_rows(m, xi[:sub])
+                fx.output_rows(m, gz[:sub], red)
 
     def grams():  # what input_gram and grad_stats compute, on ready rows
         for (m, _, _), (a, g) in zip(seen, rows):
@@ -174,7 +191,8 @@ def measure(name, model, x, y, rounds, update_every=1, inverse="cholesky", fishe
             fx.gram(g)
 
     pre = KFACPreconditioner(model, loss_fn=loss_fn, inverse_every=every, update_every=update_every,
-                             inverse=inverse, fisher=fisher, weight_sharing=weight_sharing, generator=0)
+                             inverse=inverse, fisher=fisher, weight_sharing=weight_sharing,
+                             statistics_fraction=statistics_fraction, generator=0)
     for _ in range(2):  # warm-up; the K-FAC blocks then hold factors and eigendecompositions
         sgd_step(), kfac_step()
     blocks = list(pre.blocks.values())
@@ -205,11 +223,12 @@ def measure(name, model, x, y, rounds, update_every=1, inverse="cholesky", fishe
     times = {k: v / n for k, v in tot.items()}
     t_sgd, t_kfac = t_sgd / n, t_kfac / n
     pre.remove()
-    cm = cost_model(layer_shapes(seen), every, update_every, inverse, fisher, weight_sharing)
+    cm = cost_model(layer_shapes(seen), every, update_every, inverse, fisher, weight_sharing, statistics_fraction)
     pred = sum(times.values())
     print(f"\n{name}: {sum(p.numel() for p in model.parameters())} params, batch {x.shape[0]}, "
           f"{rounds} interleaved rounds of {every} steps; inverse_every={every}, update_every={update_every}, "
-          f"inverse={inverse!r}, fisher={fisher!r}, weight_sharing={weight_sharing!r}")
+          f"inverse={inverse!r}, fisher={fisher!r}, weight_sharing={weight_sharing!r}, "
+          f"statistics_fraction={statistics_fraction:g}")
     print(f"  {'part':18s} {'amount':>12s} {'rate':>14s} {'model ms':>9s}")
     for k, (v, unit) in cm.items():
         u = unit[0].upper()
@@ -218,6 +237,35 @@ def measure(name, model, x, y, rounds, update_every=1, inverse="cholesky", fishe
     print(f"  SGD step measured {1e3 * t_sgd:.2f} ms; K-FAC step measured {1e3 * t_kfac:.2f} ms beside the "
           f"model's {1e3 * pred:.2f} ms (measured / model = {t_kfac / pred:.2f}); K-FAC / SGD = {t_kfac / t_sgd:.2f}")
     return t_kfac / t_sgd, t_kfac / pred, update_every
+
+
+def mc_sub_batch(x, y, fraction, rounds):
+    """The Monte-Carlo backward of a statistics sub-batch, two ways (CNN): sampled targets for the
+    sub-batch only still backpropagate through the whole batch's graph (the cost of the full
+    Monte-Carlo backward), or the sub-batch gets a forward of its own and a backward of that."""
+    torch.manual_seed(0)
+    model = cnn()
+    m = max(1, int(round(fraction * x.shape[0])))
+    seen, out = capture(model, x)
+    zs = [o for _, _, o in seen]
+    d = torch.randn_like(out)
+
+    def whole():
+        torch.autograd.grad(out, zs, d, retain_graph=True)
+
+    def own():
+        s, o = capture(model, x[:m])
+        torch.autograd.grad(o, [z for _, _, z in s], d[:m])
+
+    t = {"whole": 0.0, "own": 0.0}
+    for _ in range(rounds):
+        for _ in range(10):
+            t["whole"] += _clock(whole)
+            t["own"] += _clock(own)
+    n = 10 * rounds
+    print(f"\nMonte-Carlo backward of a {m}-sample statistics sub-batch of {x.shape[0]} (CNN, {n} interleaved "
+          f"repetitions): through the whole batch's graph {1e3 * t['whole'] / n:.2f} ms; its own forward and "
+          f"backward {1e3 * t['own'] / n:.2f} ms")
 
 
 def curvlinops_check(weight_sharing="expand"):
@@ -259,12 +307,17 @@ def training_steps(rounds):
     P.register_defaults()
     M.register_defaults()
     print("\nTraining steps, interleaved (blocks of 10 steps, batch 128): ms per step")
-    for prob, methods in (("autoencoder", (("adam", 0.01), ("sgd_m", 0.3), ("kfac", 0.5))),
-                          ("digits_cnn", (("adam", 0.03), ("sgd_m", 0.1), ("kfac_expand", 0.5), ("kfac_reduce", 0.03)))):
+    fresh = ("kfac_fresh", 0.5)
+    frac = {f"kfac_fresh_f{f:g}": dict(M.KFAC_FRESH, statistics_fraction=f) for f in (0.5, 0.25)}
+    for prob, methods in (("autoencoder", (("adam", 0.01), ("sgd_m", 0.3), ("kfac", 0.5), fresh)),
+                          ("digits_cnn", (("adam", 0.03), ("sgd_m", 0.1), ("kfac_expand", 0.5), ("kfac_reduce", 0.03),
+                                          fresh, ("kfac_fresh_reduce", 0.5), *((n, 0.5) for n in frac),
+                                          ("kfac_sub", 0.5)))):
         steppers = {}
         for name, lr in methods:
             inst = P.PROBLEMS[prob].make(0)
-            steppers[name] = M.METHODS[name].build(inst, lr, 0)
+            steppers[name] = (M._kfac(inst, lr, 0, **frac[name]) if name in frac
+                              else M.METHODS[name].build(inst, lr, 0))
         data = inst.data
         g = torch.Generator().manual_seed(0)
         batches = [tuple(t[torch.randint(0, data[0].shape[0], (128,), generator=g)] for t in data) for _ in range(10)]
@@ -278,7 +331,51 @@ def training_steps(rounds):
               + ", ".join(f"{n} {v / ms['adam']:.2f}" for n, v in ms.items() if n != "adam"))
 
 
+def steps_to_target(seeds, max_steps=400):
+    """Steps to the digits CNN's target loss, counted exactly: the harness's batch order
+    (``randperm`` from seed 10000 + seed, batches of 128), the full training loss evaluated after
+    every step once it is within 4x of the target (every 3rd step before). Multiplied by the
+    interleaved step-cost ratios of :func:`training_steps`, this is the load-robust estimate of
+    the wall-clock ratio (the harness times methods one after another, so its ratios carry the
+    machine's load drift)."""
+    import math
+    import statistics
+
+    import _opt_methods as M
+    import _opt_problems as P
+
+    P.register_defaults()
+    M.register_defaults()
+    problem = P.PROBLEMS["digits_cnn"]
+    methods = (("adam", 0.03), ("kfac", 0.5), ("kfac_fresh", 0.5), ("kfac_sub", 0.5))
+    print(f"\nSteps to the target loss {problem.target} on digits_cnn (seeds {list(seeds)}; tuned rates):")
+    for name, lr in methods:
+        counts = []
+        for seed in seeds:
+            inst = problem.make(seed)
+            step = M.METHODS[name].build(inst, lr, seed)
+            gen = torch.Generator().manual_seed(10_000 + seed)
+            order, pos, bs, loss, hit = None, 0, inst.batch_size, math.inf, math.inf
+            for k in range(1, max_steps + 1):
+                if order is None or pos + bs > inst.num_samples:
+                    order, pos = torch.randperm(inst.num_samples, generator=gen), 0
+                step(tuple(t[order[pos:pos + bs]] for t in inst.data))
+                pos += bs
+                if loss < 4 * problem.target or k % 3 == 0:
+                    loss = float(inst.eval_loss(inst.model))
+                    if loss <= problem.target:
+                        hit = k
+                        break
+            counts.append(hit)
+        print(f"  {name} (lr {lr:g}): steps {counts}, median {statistics.median(counts):g}, "
+              f"seeds 0-2 {statistics.median(counts[:3]):g}")
+
+
 def main():
+    if "--steps" in sys.argv:
+        torch.set_num_threads(1)
+        steps_to_target(range(6))
+        return
     if "--training" in sys.argv:
         rest = [a for a in sys.argv[1:] if a != "--training"]
         torch.set_num_threads(1)
@@ -305,9 +402,15 @@ def main():
                       (f"mc, update_every={k}, reduce", {"update_every": k, "weight_sharing": "reduce"}),
                       (f"empirical, update_every={k}, reduce", {"update_every": k, "fisher": "empirical",
                                                                  "weight_sharing": "reduce"}),
-                      ("mc, update_every=10, reduce", {"update_every": 10, "weight_sharing": "reduce"})):
+                      ("mc, update_every=10, reduce", {"update_every": 10, "weight_sharing": "reduce"}),
+                      (f"mc, update_every={k}, triangular", {"update_every": k, "inverse": "triangular"}),
+                      (f"mc, update_every={k}, triangular, fraction 1/4",
+                       {"update_every": k, "inverse": "triangular", "statistics_fraction": 0.25}),
+                      (f"mc, update_every={k}, reduce, triangular",
+                       {"update_every": k, "inverse": "triangular", "weight_sharing": "reduce"})):
         torch.manual_seed(0)
         cnn_rows[label] = measure("CNN on 8x8 digits", cnn(), X[:128], Y[:128], 2 * rounds, **kw)
+    mc_sub_batch(X[:128], Y[:128], 0.25, 2 * rounds)
     curvlinops_check("expand")
     curvlinops_check("reduce")
     print("\ntargets: CNN K-FAC/SGD (target <= 1.5) and measured/model (target within 1.2x):")

@@ -9,7 +9,7 @@ from torch import nn
 
 from curvlens.optim.kfac.fisher import FISHER_KINDS
 
-INVERSE_KINDS = ("cholesky", "eigh")
+INVERSE_KINDS = ("cholesky", "eigh", "triangular")
 WEIGHT_SHARING_KINDS = ("expand", "reduce")
 
 
@@ -19,7 +19,8 @@ def _num(x: Any) -> bool:
 
 def check_options(model: Any, *, damping: Any, factor_decay: Any, update_every: Any, inverse_every: Any,
                   fisher: Any, kl_clip: Any, lr: Any, ekfac: Any = False,
-                  inverse: Any = "cholesky", weight_sharing: Any = "expand") -> None:
+                  inverse: Any = "cholesky", weight_sharing: Any = "expand",
+                  statistics_fraction: Any = 1.0) -> None:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}; pass the network itself")
     if not _num(damping) or damping < 0:
@@ -40,10 +41,17 @@ def check_options(model: Any, *, damping: Any, factor_decay: Any, update_every: 
         raise TypeError(f"ekfac: expected True or False, got {ekfac!r}; pass ekfac=True for eigenvalue-corrected K-FAC")
     if inverse not in INVERSE_KINDS:
         raise ValueError(f"inverse: expected one of {', '.join(map(repr, INVERSE_KINDS))}, got {inverse!r}; "
-                         "'cholesky' inverts the damped factors explicitly, 'eigh' decomposes them")
+                         "'cholesky' inverts the damped factors explicitly, 'triangular' keeps their "
+                         "Cholesky factors, 'eigh' decomposes them")
     if weight_sharing not in WEIGHT_SHARING_KINDS:
         raise ValueError(f"weight_sharing: expected one of {', '.join(map(repr, WEIGHT_SHARING_KINDS))}, got "
                          f"{weight_sharing!r}; 'expand' makes every position a row, 'reduce' every sample")
     if ekfac and weight_sharing == "reduce":
         raise ValueError("weight_sharing: expected 'expand' with ekfac=True (the eigenvalue correction needs "
                          "per-position rows), got 'reduce'; pass weight_sharing='expand' or ekfac=False")
+    if not _num(statistics_fraction) or not 0 < statistics_fraction <= 1:
+        raise ValueError(f"statistics_fraction: expected a float in (0, 1], got {statistics_fraction!r}; "
+                         "pass e.g. statistics_fraction=0.25 (1 takes the statistics from the whole batch)")
+    if statistics_fraction < 1 and ekfac:
+        raise ValueError(f"statistics_fraction: expected 1 with ekfac=True (the eigenvalue-corrected moments "
+                         f"take every sample), got {statistics_fraction!r}; pass statistics_fraction=1 or ekfac=False")

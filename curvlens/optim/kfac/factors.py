@@ -45,6 +45,46 @@ def _patches(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return F.unfold(x, k, dilation=d, padding=p, stride=s)
 
 
+def _windows(module: nn.Module, x: torch.Tensor):
+    """The kernel offsets' windows of a convolution input: ``(views, C, K)`` with ``views`` the
+    ``K = prod(kernel)`` strided views ``(N, H_out, W_out, C)`` of the zero-padded input in
+    channels-last layout, one per kernel offset (row-major over the kernel)."""
+    if isinstance(module, nn.Conv1d):
+        x = x.unsqueeze(-2)
+        k, d, p, s = (1, module.kernel_size[0]), (1, module.dilation[0]), (0, module.padding[0]), \
+            (1, module.stride[0])
+    else:
+        k, d, p, s = module.kernel_size, module.dilation, module.padding, module.stride
+    xp = F.pad(x, (p[1], p[1], p[0], p[0])).permute(0, 2, 3, 1).contiguous()
+    ho = (xp.shape[1] - d[0] * (k[0] - 1) - 1) // s[0] + 1
+    wo = (xp.shape[2] - d[1] * (k[1] - 1) - 1) // s[1] + 1
+    views = [xp[:, i * d[0]: i * d[0] + (ho - 1) * s[0] + 1: s[0], j * d[1]: j * d[1] + (wo - 1) * s[1] + 1: s[1]]
+             for i in range(k[0]) for j in range(k[1])]
+    return views, xp.shape[3], k[0] * k[1]
+
+
+def _channel_major(m: torch.Tensor, c: int, k: int) -> torch.Tensor:
+    """A square matrix over ``(offset, channel)`` inputs (plus a trailing bias input) reordered
+    to ``(channel, offset)``, the order of ``weight.flatten(1)``."""
+    perm = torch.arange(c * k, device=m.device).reshape(k, c).T.reshape(-1)
+    if m.shape[0] > c * k:
+        perm = torch.cat([perm, perm.new_tensor([c * k])])
+    return m.index_select(0, perm).index_select(1, perm)
+
+
+def _conv_gram(module: nn.Module, x: torch.Tensor, bias: bool) -> tuple[torch.Tensor, int]:
+    """``(sum_rows a a^T, #rows)`` of a convolution's patch rows without ``F.unfold``: the rows are
+    written once (one concatenation of the offsets' channels-last windows, each a block of ``C``
+    columns, and of a column of ones for the bias input), their Gram is one matrix product, and
+    the ``(d_in + 1)^2`` result is reordered to channel-major."""
+    views, c, k = _windows(module, x.detach())
+    n, ho, wo = views[0].shape[:3]
+    if bias:
+        views = views + [views[0].new_ones(n, ho, wo, 1)]
+    rows = torch.cat(views, dim=-1).reshape(n * ho * wo, -1)
+    return _channel_major(rows.T @ rows, c, k), rows.shape[0]
+
+
 def _plain_rows(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Input rows of a Linear or convolution layer without the constant bias input."""
     x = x.detach()
@@ -86,8 +126,9 @@ def averaged_rows(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if x.dim() <= 2:
             return x.reshape(-1, module.in_features)
         return x.reshape(x.shape[0], -1, module.in_features).mean(1)
-    if isinstance(module, _CONV):
-        return _patches(module, x).mean(2)
+    if isinstance(module, _CONV):  # the mean of each offset's window, without unfolding
+        views, c, k = _windows(module, x)
+        return torch.stack([v.mean((1, 2)) for v in views], 2).reshape(x.shape[0], c * k)
     raise TypeError(f"module: expected Linear, Conv1d or Conv2d, got {type(module).__name__}")
 
 
@@ -104,6 +145,8 @@ def input_gram(module: nn.Module, x: torch.Tensor, reduce: bool = False) -> tupl
         >>> s[-1].tolist(), n
         ([4.0, 4.0, 4.0, 4.0], 4)
     """
+    if isinstance(module, _CONV) and not reduce:
+        return _conv_gram(module, x, module.bias is not None)
     rows = averaged_rows(module, x) if reduce else _plain_rows(module, x)
     n = rows.shape[0]
     if module.bias is not None and rows.numel() <= PAD_MAX:

@@ -38,6 +38,7 @@ class _Block:
                        if isinstance(p, nn.Parameter) and p.requires_grad]
         self.factors: dict[str, torch.Tensor] = {}
         self.explicit = False  # inverse="cholesky": explicit damped inverses of the factors in snap
+        self.triangular = False  # inverse="triangular": their Cholesky factors instead, for solves
         self.snap: tuple[torch.Tensor, torch.Tensor] | None = None
         self.reset_batch()
 
@@ -59,8 +60,12 @@ class _Block:
         """The damped inverses of :attr:`snap`, kept until the snapshot or the damping change."""
         cached = getattr(self, "_inv", None)
         if cached is None or cached[0] != damping:
-            cached = self._inv = (damping, kron_inverses(*self.snap, damping))
+            cached = self._inv = (damping, kron_inverses(*self.snap, damping, self.triangular))
         return cached[1]
+
+    def subset_stats(self, x: torch.Tensor, idx: torch.Tensor):
+        """:meth:`forward_stats` of the samples ``idx`` of the batch ``x`` (dimension 0)."""
+        return self.forward_stats(x.index_select(0, idx))
 
     def reset_batch(self) -> None:
         self._sums: dict[str, torch.Tensor] = {}
@@ -154,7 +159,8 @@ class KroneckerBlock(_Block):
         self.reduce = weight_sharing == "reduce"  # K-FAC-reduce rows: one per sample (factors.py)
         self.eig: tuple[Eigh, Eigh] | None = None
         self.ekfac = ekfac
-        self.explicit = inverse == "cholesky" and not ekfac  # EKFAC needs the eigenbasis
+        self.explicit = inverse in ("cholesky", "triangular") and not ekfac  # EKFAC needs the eigenbasis
+        self.triangular = self.explicit and inverse == "triangular"
         self.scales: torch.Tensor | None = None  # EKFAC second moments in the eigenbasis
         self._pairs: list = []
         # looked up once (nn.Module attribute access is slow on the per-step path)
@@ -264,7 +270,8 @@ class EmbeddingBlock(_Block):
     def __init__(self, name: str, module: nn.Embedding, inverse: str = "eigh"):
         super().__init__(name, module)
         self.eig: tuple[Eigh, Eigh] | None = None
-        self.explicit = inverse == "cholesky"
+        self.explicit = inverse in ("cholesky", "triangular")
+        self.triangular = inverse == "triangular"
 
     def forward_stats(self, idx: torch.Tensor) -> None:
         self._add("A", fx.embedding_counts(self.module, idx, self.params[0].dtype), idx.numel())
@@ -301,6 +308,10 @@ class NormBlock(_Block):
 
     def forward_stats(self, x: torch.Tensor) -> torch.Tensor:
         return fx.normalized_input(self.module, x.to(self.params[0].dtype))
+
+    def subset_stats(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        # normalized with the whole batch's statistics (BatchNorm's forward uses them), then sliced
+        return self.forward_stats(x).index_select(0, idx)
 
     def grad_stats(self, x_hat: torch.Tensor, gz: torch.Tensor, weight: float) -> None:
         u = fx.norm_sample_grads(self.module, x_hat, gz.to(x_hat.dtype))
@@ -339,8 +350,8 @@ _NORMS = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNo
 def make_block(name: str, module: nn.Module, ekfac: bool = False, inverse: str = "eigh",
                weight_sharing: str = "expand") -> tuple[_Block | None, str]:
     """The block for ``module``, or ``(None, reason)`` when K-FAC does not support it; ``ekfac``
-    and ``weight_sharing`` apply to Kronecker blocks, ``inverse="cholesky"`` to Kronecker blocks
-    without EKFAC and to Embedding blocks (normalization blocks always use their
+    and ``weight_sharing`` apply to Kronecker blocks, ``inverse="cholesky"`` and ``"triangular"`` to
+    Kronecker blocks without EKFAC and to Embedding blocks (normalization blocks always use their
     eigendecomposition)."""
     t = type(module)
     if t in (nn.Linear, nn.Conv1d, nn.Conv2d):

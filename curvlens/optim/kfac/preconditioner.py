@@ -96,8 +96,12 @@ class KFACPreconditioner:
         inverse: ``"cholesky"`` (default) keeps explicit inverses of the damped factors
             (float64 Cholesky, recomputed when the damping changes; the eigendecomposition when
             Cholesky fails; :mod:`curvlens.optim.kfac.explicit`): two matrix products per layer
-            and step. ``"eigh"`` keeps eigendecompositions (four products, damping changes for
-            free). EKFAC and normalization layers always use eigendecompositions.
+            and step. ``"triangular"`` keeps the float64 Cholesky factors themselves (the same
+            map; an inversion costs a third of ``"cholesky"``'s, a step two triangular solves per
+            factor instead of a product: the cheaper choice when inverses are refreshed often,
+            e.g. ``inverse_every=5``). ``"eigh"`` keeps eigendecompositions (four products,
+            damping changes for free). EKFAC and normalization layers always use
+            eigendecompositions.
         weight_sharing: how the shared positions of a convolution (and the dimensions of a
             Linear layer's input between batch and features) enter the factors (Eschenhagen et
             al. 2023): ``"expand"`` (default) makes every position a row of the statistics;
@@ -106,6 +110,14 @@ class KFACPreconditioner:
             shared dimensions (:mod:`curvlens.optim.kfac.factors`). Not with ``ekfac=True``.
             On the digits CNN benchmark ``"reduce"`` makes a step about 0.9x as costly but
             needs about 1.2x the steps to the target loss, so ``"expand"`` stays the default.
+        statistics_fraction: take the factor statistics of each layer from a random
+            ``round(fraction * N)`` of the ``N`` samples of its input (the same samples for every
+            layer with the same batch size, drawn from ``generator`` at each statistics step),
+            their output gradients weighted by ``N / round(fraction * N)``: unbiased estimates of
+            the whole batch's factors at about ``fraction`` of the cost of the unfolds and Grams.
+            The Monte-Carlo backward still runs through the whole batch (its graph is the
+            user's). 1 (default) takes every sample and draws nothing. Not with ``ekfac=True``
+            nor on a process group.
         generator: ``torch.Generator`` or int seed for the Monte-Carlo targets.
         process_group: None (this process alone), ``"world"`` or a ``torch.distributed``
             process group: each rank runs its own shard; the step's statistics, gradients (unless
@@ -128,12 +140,14 @@ class KFACPreconditioner:
                  factor_decay: float = 0.95, update_every: int = 5, inverse_every: int = 25,
                  fisher: str = "mc", kl_clip: float | None = 1e-2, lr: float = 1.0,
                  layers: Iterable[str | nn.Module] | None = None, ekfac: bool = False,
-                 inverse: str = "cholesky", weight_sharing: str = "expand",
+                 inverse: str = "cholesky", weight_sharing: str = "expand", statistics_fraction: float = 1.0,
                  generator: torch.Generator | int | None = None, process_group: Any = None):
         check_options(model, damping=damping, factor_decay=factor_decay, update_every=update_every,
                       inverse_every=inverse_every, fisher=fisher, kl_clip=kl_clip, lr=lr, ekfac=ekfac,
-                      inverse=inverse, weight_sharing=weight_sharing)
+                      inverse=inverse, weight_sharing=weight_sharing, statistics_fraction=statistics_fraction)
         self.inverse, self.weight_sharing = inverse, weight_sharing
+        self.statistics_fraction = float(statistics_fraction)
+        self._subsets: dict[int, tuple[torch.Tensor, float] | None] = {}
         self.ekfac = ekfac
         self.model, self.fisher, self.spec = model, fisher, loss_spec(loss_fn, fisher)
         self.damping, self.factor_decay = float(damping), float(factor_decay)
@@ -157,6 +171,10 @@ class KFACPreconditioner:
             self._handles.append(self._weak(b.module, "_on_layer", b))
         self._handles.append(self._weak(model, "_model_hook"))
         self.process_group, self._sync = group_sync(self, process_group)
+        if self.process_group is not None and self.statistics_fraction < 1:
+            self.remove()
+            raise ValueError(f"statistics_fraction: expected 1 on a process group (the shards' sub-batches are "
+                             f"not drawn jointly), got {statistics_fraction!r}; pass statistics_fraction=1")
 
     def _weak(self, module: nn.Module, method: str, *args):
         hook = WeakHook(self, method, *args)
@@ -167,10 +185,24 @@ class KFACPreconditioner:
     def _capturing(self) -> bool:
         return torch.is_grad_enabled() and self.steps % self.update_every == 0
 
+    def _subset(self, x: torch.Tensor) -> tuple[torch.Tensor, float] | None:
+        """(sorted sample indices, N / m) of this forward's statistics sub-batch for inputs of
+        batch size ``N = x.shape[0]`` (one draw per batch size and forward), or None for all."""
+        if self.statistics_fraction >= 1 or x.dim() == 0:
+            return None
+        n = int(x.shape[0])
+        if n not in self._subsets:
+            m = max(1, int(round(self.statistics_fraction * n)))
+            g = self.generator
+            idx = None if m >= n else torch.randperm(n, generator=g, device=g.device)[:m].sort().values
+            self._subsets[n] = None if idx is None else (idx.to(x.device), n / m)
+        return self._subsets[n]
+
     def _on_layer(self, block, module, inputs, output):
         if not self._capturing() or not inputs or not isinstance(inputs[0], torch.Tensor):
             return
-        ctx = block.forward_stats(inputs[0])
+        sub = self._subset(inputs[0])
+        ctx = block.forward_stats(inputs[0]) if sub is None else block.subset_stats(inputs[0], sub[0])
         if not (isinstance(output, torch.Tensor) and output.requires_grad):
             return
         if self.fisher == "empirical":
@@ -179,12 +211,16 @@ class KFACPreconditioner:
             def on_grad(gz):
                 me = owner()
                 if me is not None:
-                    block.grad_stats(ctx, gz, 1.0 / me._scale)
+                    if sub is None:
+                        block.grad_stats(ctx, gz, 1.0 / me._scale)
+                    else:
+                        block.grad_stats(ctx, gz.index_select(0, sub[0]), sub[1] / me._scale)
             output.register_hook(on_grad)
         else:
-            self._pending.append((block, ctx, output))
+            self._pending.append((block, ctx, output, sub))
 
     def _model_hook(self, module, inputs, output):
+        self._subsets = {}  # the next forward draws its own sub-batches
         if not self._capturing():
             return
         if not isinstance(output, torch.Tensor):
@@ -217,13 +253,17 @@ class KFACPreconditioner:
         self._outputs[index] = None
         if not pending:
             return
-        zs = [z for _, _, z in pending]
+        zs = [z for _, _, z, _ in pending]
         for d in output_directions(self.spec, out, self.fisher, self.generator):
             grads = torch.autograd.grad(out, zs, grad_outputs=d.to(out.dtype), retain_graph=True,
                                         allow_unused=True)
-            for (block, ctx, _), gz in zip(pending, grads):
-                if gz is not None:
+            for (block, ctx, _, sub), gz in zip(pending, grads):
+                if gz is None:
+                    continue
+                if sub is None:
                     block.grad_stats(ctx, gz, scale)
+                else:
+                    block.grad_stats(ctx, gz.index_select(0, sub[0]), scale * sub[1])
 
     # ------------------------------------------------------------------ the step
     @torch.no_grad()
@@ -284,7 +324,7 @@ class KFACPreconditioner:
             torch._foreach_copy_(grads, srcs)
             if nu != 1.0:
                 torch._foreach_mul_(grads, nu)
-        self._outputs, self._pending = [], []
+        self._outputs, self._pending, self._subsets = [], [], {}
         self.last_info = PreconditionInfo(self.steps, updated, inverted, nu, len(news), fallbacks, skipped)
         self.steps += 1
         return self.last_info
