@@ -132,7 +132,8 @@ def recommend(analysis: Any, context: RecommendationContext | Mapping | None = N
     the ``step_cost`` rule). With ``trial=seconds`` it then runs
     the top ``trial_candidates`` runnable candidates over a small lr bracket each
     (:func:`~curvlens.recommend.trials.run_trials`) and re-ranks them by measured loss decrease
-    per second; the user's model comes back bit-identical and the global RNG is not touched.
+    per second down to a common deep loss (:mod:`~curvlens.recommend.trial_rank`); the user's
+    model comes back bit-identical and the global RNG is not touched.
 
     Args:
         analysis: an ``AnalysisResult`` (anything with ``.summary()``) or a Mapping with the
@@ -273,32 +274,33 @@ def _measure_steps(summary: dict, ctx: RecommendationContext, model: Any, loss_f
     return res
 
 
-def _rates_at_common_time(trials) -> dict[str, float]:
-    """Loss decrease per second of each candidate's best run, all read at the same CPU time (the
-    shortest best run's length, curves interpolated): runs of different lengths compare fairly."""
+def _rates_to_common_level(trials) -> tuple[dict[str, float], dict[str, tuple]]:
+    """Loss decrease per second of each candidate's best run down to one common loss, the comparison
+    level of the lowest final loss among them (:mod:`curvlens.recommend.trial_rank`): runs of
+    different lengths and costs compare by the time they need to get equally deep. Also the sort
+    keys (a run that never reaches the level ranks after those that do, by its final loss)."""
     import numpy as np
+
+    from curvlens.recommend.trial_rank import comparison_level, rank_key
 
     best = {}
     for t in trials:
         i = int(np.where(t.lrs == t.best_lr)[0][0])
         sel = t.run_index == i
-        best[t.optimizer] = (t.seconds[sel], t.losses[sel], bool(t.diverged[i]), t.initial_loss)
-    ends = [x[-1] for x, _, d, _ in best.values() if not d and x[-1] > 0]
-    if not ends:
-        return {k: 0.0 for k in best}
-    T = min(ends)
-    out = {}
-    for k, (x, y, d, l0) in best.items():
-        if d or x[-1] <= 0:
-            out[k] = 0.0
-            continue
-        out[k] = max(l0 - float(np.interp(T, x, y)), 0.0) / T
-    return out
+        best[t.optimizer] = ([float(x) for x in t.seconds[sel]], [float(x) for x in t.losses[sel]],
+                             bool(t.diverged[i]), t.initial_loss)
+    finals = [y[-1] for _, y, d, _ in best.values() if not d and y and math.isfinite(y[-1])]
+    l0 = next(iter(best.values()))[3] if best else 0.0
+    level = comparison_level(l0, min(finals)) if finals else -math.inf
+    keys = {k: rank_key(x, y, level, d) for k, (x, y, d, _) in best.items()}
+    rates = {k: (max(l0 - level, 0.0) / key[1] if key[0] == 0 and 0 < key[1] < math.inf else 0.0)
+             for k, key in keys.items()}
+    return rates, keys
 
 
 def _rerank_by_trials(candidates, model, loss_fn, data, seconds, ctx, m, k, seed):
-    """Run the top ``k`` runnable candidates; order them by measured loss decrease per second and
-    adopt each one's best lr. The rest keep their order after them."""
+    """Run the top ``k`` runnable candidates; order them by measured loss decrease per second to a common
+    deep loss and adopt each one's best lr. The rest keep their order after them."""
     from curvlens.recommend.trials import run_trials
 
     tried = [c for c in candidates if c.runnable][:k]
@@ -308,8 +310,8 @@ def _rerank_by_trials(candidates, model, loss_fn, data, seconds, ctx, m, k, seed
     trials = run_trials(tried, model, loss_fn, data, seconds=seconds, batch_size=None if full else ctx.batch_size,
                         gradient_seconds=m.num("gradient_seconds"), seed=seed)
     by = {t.optimizer: t for t in trials}
-    common = _rates_at_common_time(trials)
-    order = sorted(tried, key=lambda c: -common[c.optimizer])
+    common, keys = _rates_to_common_level(trials)
+    order = sorted(tried, key=lambda c: keys[c.optimizer])
     top_rate = common[order[0].optimizer]
     out = []
     for i, c in enumerate(order):

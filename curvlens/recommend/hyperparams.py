@@ -5,7 +5,9 @@
   mini-batch (McCandlish et al. 2018);
 - learning rate of Adam from the curvature along its early step ``sign(g)`` (measured);
 - learning rate of K-FAC from the trusted minimiser of the quadratic model along its own first
-  direction, over momentum's amplification, capped by the stability limit from ``lambda_max(P G)``;
+  direction, over momentum's amplification, capped by the stability limit from ``lambda_max(P G)``
+  and, at a mini-batch, by the lower edge of Polyak's heavy-ball interval (the noise floor grows
+  with the lr, the contraction rate does not);
 - L-BFGS's first trial step: the unit quasi-Newton step, moved to where its line search ends
   when L-BFGS steps were timed on the model;
 - initial damping from the spectrum (bounds the damped condition number, and exceeds
@@ -215,7 +217,22 @@ def lbfgs_lr(m: Measurements) -> tuple[float, str]:
     return lr, f"{seen}: the first trial step moves to where the search ends (prior: {prior})"
 
 
-def kfac_lr(m: Measurements, beta: float) -> tuple[float, str]:
+def polyak_lower_edge(beta: float, curvature: float = 1.0) -> float:
+    """The least heavy-ball lr at which an eigendirection of ``curvature`` converges at the full rate.
+
+    Heavy-ball momentum ``beta`` on a quadratic contracts an eigendirection of curvature ``lam`` by
+    ``sqrt(beta)`` per step for every ``lr`` with ``(1 - sqrt(beta))^2 <= lr lam <= (1 + sqrt(beta))^2``
+    (the characteristic roots are complex there, of modulus ``sqrt(beta)``; Polyak 1964, Goh 2017
+    "Why Momentum Really Works"); below that interval the direction is over-damped and slower.
+
+    Example:
+        >>> round(polyak_lower_edge(0.9), 6)  # (1 - sqrt(0.9))^2
+        0.002633
+    """
+    return (1.0 - math.sqrt(beta)) ** 2 / curvature
+
+
+def kfac_lr(m: Measurements, beta: float, *, noisy: bool = False) -> tuple[float, str]:
     """K-FAC's learning rate under heavy-ball momentum ``beta``, and where it comes from.
 
     Measured (:func:`~curvlens.recommend.kfac_step.kfac_model_step`): ``alpha_t``, the minimiser
@@ -227,6 +244,15 @@ def kfac_lr(m: Measurements, beta: float) -> tuple[float, str]:
     heavy-ball stability limit on the preconditioned curvature with the same margins as SGD's
     rule. Unmeasured: ``1 - beta``, a unit natural-gradient step, said to be a prior.
 
+    With ``noisy`` (mini-batch gradients) the lr is at most the lower edge of Polyak's interval
+    for the curvature K-FAC models exactly, ``lr = (1 - sqrt(beta))^2`` (:func:`polyak_lower_edge`
+    at eigenvalue 1 of ``P G``, K-FAC's premise ``P ~ G^-1``): every lr of the interval contracts
+    those directions at the same heavy-ball rate ``sqrt(beta)`` per step, while the stationary
+    loss excess that mini-batch noise leaves grows linearly with the lr, about
+    ``lr / (1 - beta) tr(P Sigma) / (4 B)`` on the quadratic model (the preconditioned form of the
+    SGD noise floor, Mandt et al. 2017; McCandlish et al. 2018), so the interval's least lr
+    reaches a deep loss first. The model step and the stability cap still bound it above.
+
     Example:
         >>> from curvlens.recommend.evidence import Measurements
         >>> round(kfac_lr(Measurements({"kfac_trusted_step": 0.3, "kfac_lambda_max": 1.0}), 0.9)[0], 9)  # 0.3 x 0.1
@@ -235,7 +261,24 @@ def kfac_lr(m: Measurements, beta: float) -> tuple[float, str]:
         0.01
         >>> kfac_lr(Measurements({}), 0.9)[0]
         0.1
+        >>> round(kfac_lr(Measurements({"kfac_trusted_step": 0.3, "kfac_lambda_max": 1.0}), 0.9, noisy=True)[0], 6)
+        0.002633
     """
+    lr, why = _kfac_model_lr(m, beta)
+    if noisy:
+        edge = polyak_lower_edge(beta)
+        if edge < lr:
+            return edge, (f"(1 - sqrt(momentum {fmt(beta)}))^2 = {fmt(edge, 3)}: the least lr at which heavy-ball "
+                          "momentum contracts the directions K-FAC models exactly (eigenvalue 1 of P G) at its full "
+                          "rate sqrt(momentum) per step (Polyak 1964); larger lrs contract them no faster while the "
+                          "loss floor left by mini-batch noise grows with the lr (lr / (1 - momentum) x "
+                          f"tr(P Sigma) / 4B, Mandt et al. 2017); below the step {fmt(lr)} suggested without noise: {why}")
+        why += f"; at or below the noise-floor edge (1 - sqrt(momentum))^2 = {fmt(edge, 3)}"
+    return lr, why
+
+
+def _kfac_model_lr(m: Measurements, beta: float) -> tuple[float, str]:
+    """:func:`kfac_lr` without the mini-batch edge: the trusted model step, capped by stability."""
     a, lam = m.num("kfac_trusted_step"), m.num("kfac_lambda_max")
     if a is None or a <= 0:
         return round(1 - beta, 12), ("1 - momentum: a unit natural-gradient step (Martens & Grosse 2015), a prior, "
@@ -291,7 +334,8 @@ def suggest(opt: str, m: Measurements, ctx: RecommendationContext) -> tuple[dict
         # a refresh eigendecomposes the Kronecker factors, whose cost depends on the layer widths, not
         # on the cost of a curvature product: the optimizer's own interval is kept (the measured step
         # time of the step_cost rule includes the refreshes it makes)
-        lr, why = kfac_lr(m, T.KFAC_MOMENTUM)
+        noisy = ctx.batch_size is not None and not m.full_batch(ctx.batch_size, ctx.dataset_size)
+        lr, why = kfac_lr(m, T.KFAC_MOMENTUM, noisy=noisy)
         hp = {"lr": lr, "momentum": T.KFAC_MOMENTUM, "damping": damping, "min_batch_size": mb}
         notes.append(f"note: lr {fmt(lr)}: {why}; the K-FAC step's KL clip bounds each update; inverse refresh "
                      "interval: the optimizer's default")

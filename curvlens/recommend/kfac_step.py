@@ -20,13 +20,20 @@ The quadratic model is then checked on the loss itself: ``alpha*`` is halved unt
 decrease along the first draw's direction is at least :data:`MIN_REDUCTION_RATIO` of the
 predicted one (the reduction ratio ``rho`` of Martens & Grosse 2015, sec. 6.5).
 
+Along the mini-batch gradient itself, the direction of a first SGD step, the same model has the
+minimiser ``E[g^T g_B] / E[g_B^T G g_B]`` and the decrease ``(E[g^T g_B])^2 / (2 E[g_B^T G g_B])``;
+K-FAC's decrease ``(E[g^T P g_B])^2 / (2 E[(P g_B)^T G (P g_B)])`` over it, over the same draws, is
+``kfac_progress_ratio``: how much more one step along K-FAC's direction buys than one along the
+gradient at this batch, noise included (on an exact GGN, ``P = G^{-1}``, it is
+``(g^T G^{-1} g)(g^T G g) / |g|^4 >= 1``, the Newton over the steepest-descent decrease).
+
 ``lambda_max(P G)``, the largest eigenvalue of the preconditioned curvature (by power
 iteration on ``P G``, whose eigenvalues are those of the symmetric ``P^{1/2} G P^{1/2}``), bounds
 the stable step: heavy-ball with momentum ``beta`` along ``-lr P g`` is stable on the quadratic
 while ``lr lambda_max(P G) < 2 + 2 beta``.
 
 Cost: one backward with K-FAC's statistics hooks, one eigendecomposition of each layer's
-factors per drawn batch, ``NOISE_BATCHES + POWER_ITERATIONS`` GGN-vector products and K-FAC
+factors per drawn batch, ``2 NOISE_BATCHES + POWER_ITERATIONS`` GGN-vector products and K-FAC
 preconditionings, and up to ``LINE_HALVINGS + 1`` loss evaluations. The model's weights,
 ``.grad``, train/eval flags, buffers and the global RNG are left as they were; the
 preconditioner's hooks are removed.
@@ -78,7 +85,8 @@ def kfac_model_step(model: torch.nn.Module, loss_fn: Any, data: Any, *, damping:
         ``kfac_model_step`` (``alpha*``), ``kfac_lambda_max`` (``lambda_max(P G)`` of the first
         draw's ``P``), ``kfac_trusted_step`` (``alpha* 2^-k``, the first at which the full-data
         loss along the first draw's direction falls by at least :data:`MIN_REDUCTION_RATIO` of the
-        quadratic model's prediction) and ``kfac_reduction_ratio`` (that ratio), or ``{}`` when
+        quadratic model's prediction), ``kfac_reduction_ratio`` (that ratio) and
+        ``kfac_progress_ratio`` (K-FAC's model decrease over the gradient direction's), or ``{}`` when
         K-FAC cannot be built on the model or a value is not finite and positive.
 
     Example:
@@ -116,7 +124,7 @@ def kfac_model_step(model: torch.nn.Module, loss_fn: Any, data: Any, *, damping:
                 draws.append((batch[0][idx], batch[1][idx]))
             else:
                 draws.append(batch)
-        num = den = lam = 0.0
+        num = den = lam = gg = ggg = 0.0
         for k, b in enumerate(draws):
             try:  # K-FAC's first step: statistics of this batch; later steps apply the same P
                 pre = KFACPreconditioner(model, loss_fn=loss_fn, damping=float(damping), update_every=10**9,
@@ -129,6 +137,7 @@ def kfac_model_step(model: torch.nn.Module, loss_fn: Any, data: Any, *, damping:
                 for p in params:
                     p.grad = None
                 one.with_data(b).batch_loss(0, b)[0].backward()
+                gb = _grads(one, params)  # g_B: the gradient direction (SGD's first step, negated)
                 pre.step(lr=1.0)
                 d = _grads(one, params)  # P_B g_B: K-FAC's first direction (negated)
 
@@ -141,6 +150,8 @@ def kfac_model_step(model: torch.nn.Module, loss_fn: Any, data: Any, *, damping:
                 G = GGNOperator(one)
                 num += float(g @ d)
                 den += float(d @ (G @ d))
+                gg += float(g @ gb)
+                ggg += float(gb @ (G @ gb))
                 if k == 0:
                     first, first_dgd = d, den
                     v = d / d.norm()
@@ -161,6 +172,10 @@ def kfac_model_step(model: torch.nn.Module, loss_fn: Any, data: Any, *, damping:
         return {}
     alpha = num / den
     out = {"kfac_model_step": alpha, "kfac_lambda_max": lam}
+    if math.isfinite(gg) and math.isfinite(ggg) and gg > 0 and ggg > 0:
+        # the model decreases at the minimisers along each direction, E[.] over the same draws:
+        # (E[g^T P g_B])^2 / (2 E[(P g_B)^T G (P g_B)]) against (E[g^T g_B])^2 / (2 E[g_B^T G g_B])
+        out["kfac_progress_ratio"] = (num * num / den) / (gg * gg / ggg)
     out.update(_line_check(one, first, g, alpha, first_dgd))
     return out
 

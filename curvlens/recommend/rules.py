@@ -54,6 +54,7 @@ RULES: tuple[Rule, ...] = (
          ("step_seconds_<candidate>", "gradient_seconds", "hvp_cost", "sequential_hvp_cost", "lambda_max",
           "lambda_min", "num_samples", "num_params", "ctx.batch_size", "ctx.memory_bytes")),
     Rule("kfac_fit", P.rule_kfac_fit, ("kfac_lambda_max", "num_samples", "ctx.batch_size")),
+    Rule("kfac_progress", P.rule_kfac_progress, ("kfac_progress_ratio", "num_samples", "ctx.batch_size")),
     Rule("time_budget", P.rule_time_budget, ("gradient_seconds", "num_samples", "ctx.batch_size", "ctx.time_budget_s")),
 )
 

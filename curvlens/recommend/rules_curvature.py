@@ -186,7 +186,9 @@ def rule_negative_curvature(m: Measurements, ctx: RecommendationContext, out: Ou
 
     Dauphin et al. 2014 (saddle points dominate high-dimensional losses). At mini-batch, BFGS
     pairs need ``s^T y > 0`` (Nocedal & Wright 2006, sec. 6.1) and noisy pairs break it, while
-    stochastic first-order methods escape strict saddles (Ge et al. 2015). At full batch a
+    stochastic first-order methods escape strict saddles (Ge et al. 2015), and so does K-FAC at a
+    mini-batch: a step preconditioned by a fixed positive-definite ``P`` is an SGD step in the
+    coordinates ``P^{-1/2} theta``, whose Hessian ``P^{1/2} H P^{1/2}`` has the inertia of ``H``. At full batch a
     line-search method handles negative curvature itself (the strong-Wolfe line search only
     accepts steps that decrease the loss and curvature pairs with ``s^T y > 0``; pairs that fail
     are skipped), so it is no reason against L-BFGS, and there is no gradient noise to escape with.
@@ -220,6 +222,10 @@ def rule_negative_curvature(m: Measurements, ctx: RecommendationContext, out: Ou
         out.support(("sgd_momentum", "adamw"), 0.5 if kind == "strong" else 0.3,
                     f"{why}: stochastic first-order methods escape strict saddles" if kind == "strong" else
                     f"{why}: stochastic first-order methods escape saddles")
+        out.support("kfac", 0.5 if kind == "strong" else 0.3,
+                    f"{why} at mini-batch: K-FAC's steps are stochastic gradient steps preconditioned by a "
+                    "positive-definite (damped) P, i.e. SGD in the coordinates P^-1/2 theta, where a strict saddle "
+                    "stays a strict saddle (Sylvester's law of inertia), so they escape it as SGD does")
         if kind == "strong":
             out.note("newton_cg", f"{why}: Newton-CG with damping > |lambda_min| (or the GGN) copes with "
                      "indefinite curvature")

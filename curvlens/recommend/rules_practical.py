@@ -62,6 +62,14 @@ def rule_curvature_noise(m: Measurements, ctx: RecommendationContext, out: Outco
     b = ctx.batch_size
     at = m.noise_rstderr_at(b, "lambda_max")
     err = f" (relative error of l_max {100 * at[0]:.0f}% at B={b})" if at is not None else ""
+    if at is not None and at[1] == b and (at[0] <= T.MAX_CURVATURE_RSTDERR) == (b < bc):
+        # the study measured this very batch and its error contradicts the critical-batch estimate (a
+        # summary across batch sizes): the measurement at the training batch decides
+        ok = at[0] <= T.MAX_CURVATURE_RSTDERR
+        bc = b if ok else b + 1
+        source += (f"; measured at B={b} itself: {100 * at[0]:.1f}% {'<=' if ok else '>'} "
+                   f"{100 * T.MAX_CURVATURE_RSTDERR:.0f}%, which decides over the estimate ~{crit[0]:.0f}")
+        err = ""
     if b < bc:
         reason = (f"batch {b} is below the curvature critical batch size ~{bc:.0f}{err}, where the relative error "
                   f"reaches {100 * T.MAX_CURVATURE_RSTDERR:.0f}% [{source}]: curvature estimates at this batch size "
@@ -145,6 +153,8 @@ def _below_critical_batch(m: Measurements, b: int, bn: float, frac: float, out: 
               f"{T.CURVATURE_LIMITED_FRACTION}): below the critical batch first-order methods need about the same "
               f"steps with or without preconditioning (Zhang et al. 2019), so SGD-momentum's cheaper step wins "
               f"({how})")
+    if m.num("kfac_progress_ratio") is not None:
+        reason += "; K-FAC's progress at this batch was measured and is weighed by its own rule (kfac_progress)"
     out.support("sgd_momentum", T.BELOW_CRITICAL_CHEAPER_STEP, reason)
 
 
@@ -346,3 +356,32 @@ def rule_kfac_fit(m: Measurements, ctx: RecommendationContext, out: Outcome) -> 
                f"{fmt(T.KFAC_UNIT_STEP_EDGE)} (P = K-FAC's inverse curvature; 1 when exact), so its unit "
                f"natural-gradient step is unstable there and its lr must shrink {fmt(excess, 3)}x "
                f"({T.STEP_COST_PENALTY} per decade, as a step cost)")
+
+
+def rule_kfac_progress(m: Measurements, ctx: RecommendationContext, out: Outcome) -> None:
+    """K-FAC's measured progress per step against the gradient direction's, at a mini-batch.
+
+    ``kfac_progress_ratio`` (:func:`~curvlens.recommend.kfac_step.kfac_model_step`) is the decrease
+    of the full-data quadratic model (Gauss-Newton curvature) at the minimiser along K-FAC's first
+    direction ``-P g_B`` over the same along the mini-batch gradient ``-g_B``, both as expectations
+    over the same drawn batches, so the gradient noise at the training batch is in both (the
+    preconditioned and the plain form of McCandlish et al. 2018, sec. 2.2). It measures at this
+    point what the noisy quadratic model of Zhang et al. 2019 predicts in general: whether
+    preconditioning still cuts the steps at this batch. The time model of
+    :func:`rule_step_cost` charges :data:`~curvlens.recommend.thresholds.STEP_COST_PENALTY` per
+    decade of cost per step; the same weight per decade of progress per step is credited here.
+    Only at a mini-batch, where the alternatives are the first-order methods it is measured
+    against; at the full batch the line-search methods (L-BFGS, Newton-CG), whose steps are
+    curvature-scaled too, are the alternatives, and this ratio says nothing about them.
+    """
+    r = m.num("kfac_progress_ratio")
+    if r is None or r <= 0 or ctx.batch_size is None or _full_batch(m, ctx):
+        return
+    reason = (f"K-FAC's first direction is predicted to decrease the loss {fmt(r, 3)}x as much as the gradient "
+              f"direction at batch {ctx.batch_size}, each at the minimiser of the quadratic model with the mini-batch "
+              f"noise included (measured over the same drawn batches; {T.STEP_COST_PENALTY} per decade of "
+              "progress per step, as the step cost)")
+    if r >= 1:
+        out.support("kfac", T.STEP_COST_PENALTY * math.log10(r), reason)
+    else:
+        out.oppose("kfac", T.STEP_COST_PENALTY * math.log10(1 / r), reason)

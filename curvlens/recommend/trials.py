@@ -10,7 +10,12 @@ and the measured cost of one step, so that a run is replayed exactly by ``(seed,
 CPU time (``time.process_time``) is measured. When the best run of a bracket (by its final
 loss: the runs make equal steps) is at the bracket's edge, one more lr beyond that edge is run
 (:func:`_extension`; every run's time share leaves room for it). Candidates are re-ranked by
-the loss decrease per second of their best bracket member, a diverged run counting as no progress.
+the loss decrease per second of their best bracket member to a common deep loss
+(:mod:`curvlens.recommend.trial_rank`; the best member of a bracket is chosen the same way), a diverged
+run counting as no progress.
+At the full batch every step's own loss (the full-data loss before the step) is checked against the
+divergence threshold too, so a run that overshoots early and recovers before the next recorded point
+still counts as diverged.
 
 The user's model comes back bit-identical: weights and buffers are restored after each run,
 ``.grad`` and train/eval flags are put back, hooks an optimizer registered (K-FAC's statistics
@@ -66,7 +71,8 @@ class TrialResult:
             (index into ``lrs``), steps done, CPU seconds spent in steps, full-data loss.
         rates: ``(R,)`` loss decrease per CPU second of each run (0 when it diverged).
         diverged: ``(R,)`` whether each run diverged (non-finite or > 1.5x the initial loss).
-        best_lr: the lr of the best run; rate: its loss decrease per second.
+        best_lr: the lr of the best run (the first to reach the comparison level of the bracket's
+            lowest final loss, :mod:`curvlens.recommend.trial_rank`); rate: its loss decrease per second.
         initial_loss: full-data loss at the start (the same for every run).
         seed: seed of the runs' mini-batch draws and dropout.
         info: run metadata.
@@ -224,7 +230,10 @@ def _one_run(candidate, model, loss_fn, problem, data, lr, steps, batch_size, se
             t = opt.state.get(opt.param_groups[0]["params"][0], {}).get("t")
             if t is not None:
                 accepted.append(float(t) / lr)
-        bad = loss is not None and not math.isfinite(float(loss.detach() if torch.is_tensor(loss) else loss))
+        value = None if loss is None else float(loss.detach() if torch.is_tensor(loss) else loss)
+        bad = value is not None and not math.isfinite(value)
+        if value is not None and batches.full() and value > DIVERGED_FACTOR * l0 + 1e-12:
+            bad = True  # at the full batch the step's own loss is the full-data loss: checked at every step
         if k in marks or bad:
             full = float(problem.loss())
             curve.append((k, spent, full))
@@ -323,7 +332,7 @@ def run_trials(candidates: Sequence, model: torch.nn.Module, loss_fn: Any, data:
             if more is not None:
                 lrs.append(more)
                 run(more)
-            best = int(np.argmax(rates))
+            best = _best_run(rows, finals, div, lrs)
             arr = np.array(rows, dtype=np.float64)
             info = RunInfo(seed=seed, matvecs=0, wall_time=time.perf_counter() - t_start, converged=not all(div),
                            status=f"{len(lrs)} run(s) of {int(nsteps)} steps" + ("; every run diverged" if all(div)
@@ -338,6 +347,22 @@ def run_trials(candidates: Sequence, model: torch.nn.Module, loss_fn: Any, data:
         _remove_new_hooks(hooks)
         _restore(model, params, weights, buffers, grads, flags)
     return tuple(out)
+
+
+def _curve(rows: list, i: int) -> tuple[list[float], list[float]]:
+    """(seconds, losses) of run ``i`` from the rows ``(run, steps_done, seconds, loss)``."""
+    sel = [r for r in rows if r[0] == i]
+    return [r[2] for r in sel], [r[3] for r in sel]
+
+
+def _best_run(rows: list, finals: list[float], diverged: list[bool], lrs: list[float]) -> int:
+    """The bracket's best run: the first to reach the comparison level of the bracket's lowest final
+    loss (:mod:`curvlens.recommend.trial_rank`), ties to the lower final loss, then to the smaller lr."""
+    from curvlens.recommend.trial_rank import comparison_level, rank_key
+
+    ok = [f for f in finals if math.isfinite(f)]
+    level = comparison_level(float(rows[0][3]), min(ok)) if ok else -math.inf
+    return min(range(len(lrs)), key=lambda i: (rank_key(*_curve(rows, i), level, diverged[i]), lrs[i]))
 
 
 def _cuda_devices(params) -> list:
