@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -68,7 +70,14 @@ def test_lbfgs_first_step_is_bracketed_in_trials_and_the_best_adopted():
     assert len(t.lrs) == 3 or t.lrs[3] in (bracket[0] / 3, bracket[-1] * 3)
     finals = t.final_losses()
     assert len(set(finals)) == len(t.lrs)  # the first trial step changes the run: each member is its own run
-    assert t.best_lr == t.lrs[int(torch.tensor(t.rates).argmax())]
+    # the best run is the first to reach the common comparison level, replayed on the stored curves
+    from curvlens.recommend.trial_rank import comparison_level, rank_key
+
+    level = comparison_level(t.initial_loss, min(f for f in finals if math.isfinite(f)))
+    keys = [(rank_key(t.seconds[t.run_index == i].tolist(), t.losses[t.run_index == i].tolist(), level,
+                      bool(t.diverged[i])),
+             float(t.lrs[i])) for i in range(len(t.lrs))]
+    assert t.best_lr == t.lrs[min(range(len(t.lrs)), key=keys.__getitem__)]
 
 
 def weights(out) -> dict[str, float]:
