@@ -162,8 +162,8 @@ class SaddleFreeNewton(CurvatureOptimizer):
             gradient, basis and eigenpairs, and try again, up to this many times within one step.
             A retry costs one loss evaluation (on an older basis with ``between_refreshes="exact"``
             also a new second-order graph and the model's one product) instead of a whole step with
-            a new basis. ``0``
-            (the default): a rejected try ends the step, and the next step rebuilds everything.
+            a new basis. ``0`` (the default): a rejected try ends the step, and the next step
+            rebuilds everything.
         params: which parameters (default: all with ``requires_grad``).
         generator: draws the Krylov start only when the gradient is exactly zero.
         process_group: None, ``"world"`` or a process group (as for :class:`~curvlens.Problem`):
