@@ -16,7 +16,10 @@ The ground truth (every family over its grid) and the analysis do not depend on 
 recommender: both are cached in ``benchmarks/results/recommender_ground_truth.json`` and
 ``recommender_analysis.json``, keyed by problem and method settings (family, fixed settings,
 grid, seeds, budget; analyze's seed and budget). Each family's entry records a fingerprint of
-the optimizer's source; a stale entry is reported, and ``--refresh all|FAMILY,...`` reruns it.
+the optimizer's source and the machine speed it was measured at (the median time of one plain
+gradient of the problem: a CPU-second budget buys fewer steps on a loaded machine, and trials
+timed at another speed would be judged against another horizon); a stale entry is reported, and
+``--refresh all|stale|FAMILY,...`` reruns it.
 So the recommender's rules can be iterated on cheaply (``--trial 0`` skips the trials).
 
 CPU time (time.process_time) with torch.set_num_threads(1): the machine is loaded.
@@ -80,6 +83,8 @@ ANALYZE_SETTINGS = {"generator": 0, "budget": 200}
 #: keys the recommender's probe adds (measured again when a cached summary lacks one)
 PROBE_KEYS = ("gradient_seconds", "gradient_l1", "gradient_norm", "sign_curvature", "sequential_hvp_cost")
 RESULTS = Path(__file__).resolve().parent / "results"
+#: timed gradients of the machine-speed reference, and the speed ratio beyond which a cached entry is stale
+REFERENCE_REPEATS, SPEED_TOLERANCE = 41, 1.3
 GROUND_TRUTH_PATH = RESULTS / "recommender_ground_truth.json"
 ANALYSIS_PATH = RESULTS / "recommender_analysis.json"
 _OPT_MODULES = {"kfac": "curvlens.optim.kfac", "newton_cg": "curvlens.optim.newton_cg",
@@ -258,29 +263,64 @@ def time_to(curve, target):
     return math.inf
 
 
+def gradient_seconds(p, repeats=REFERENCE_REPEATS):
+    """Median CPU seconds of one plain gradient of the problem at its training batch size (the
+    machine-speed reference of its ground truth: a CPU-second budget buys fewer steps on a loaded
+    machine, so a cached ground truth is only comparable to trials timed at the same speed)."""
+    model = copy.deepcopy(p["model"])
+    X, Y = p["data"]
+    bs = p["batch"] or X.shape[0]
+    xb, yb = X[:bs], Y[:bs]
+    times = []
+    for _ in range(repeats):
+        t0 = time.process_time()
+        model.zero_grad(set_to_none=True)
+        p["loss"](model(xb), yb).backward()
+        times.append(time.process_time() - t0)
+    return statistics.median(times)
+
+
+def speed_ratio(entry, t_grad):
+    """The recorded gradient time of a cached entry over the current one (None when not recorded)."""
+    old = entry.get("gradient_seconds")
+    return None if not old or not t_grad else old / t_grad
+
+
 def ground_truth(name, p, families, budget, refresh=(), log=print):
     """``{(family, lr, seed): curve}`` from the cache, training what is missing or refreshed; and
-    the families whose cached entry was measured with other optimizer code (stale)."""
+    the families whose cached entry is stale: measured with other optimizer code, or at another
+    machine speed (its recorded gradient time differs from the current one by more than
+    :data:`SPEED_TOLERANCE`, or was not recorded)."""
     cache = _load(GROUND_TRUTH_PATH)
     runs, stale = {}, []
+    t_grad = gradient_seconds(p)
     for fam in families:
         key, fp = gt_key(name, fam, budget), source_fingerprint(fam)
         entry = cache.get(key)
-        if entry is None or fam in refresh or "all" in refresh:
-            entry = {"fingerprint": fp, "runs": {}}
+        r = None if entry is None else speed_ratio(entry, t_grad)
+        out_of_date = entry is not None and (entry["fingerprint"] != fp or r is None
+                                             or not 1 / SPEED_TOLERANCE <= r <= SPEED_TOLERANCE)
+        fresh = entry is None or fam in refresh or "all" in refresh or ("stale" in refresh and out_of_date)
+        if fresh:
+            entry = {"fingerprint": fp, "runs": {}, "gradient_seconds": t_grad}
         todo = [(lr, s) for lr in GRIDS[fam] for s in SEEDS if f"{lr:g}|{s}" not in entry["runs"]]
         if todo:
             t0 = time.process_time()
             new = {f"{lr:g}|{s}": train(p, fam, lr, s, budget) for lr, s in todo}
             log(f"#   ground truth {name} / {fam}: {len(todo)} runs, {time.process_time() - t0:.0f} s CPU", flush=True)
             cache = _load(GROUND_TRUTH_PATH)  # another run may have written meanwhile
-            entry = cache.get(key) if cache.get(key, {}).get("fingerprint") == entry["fingerprint"] else entry
+            if not fresh and cache.get(key, {}).get("fingerprint") == entry["fingerprint"]:
+                entry = cache[key]  # merge into what another run may have added meanwhile
             entry["runs"].update(new)
             entry["measured"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+            entry["load_average"] = round(os.getloadavg()[0], 2)
             cache[key] = entry
             _save(GROUND_TRUTH_PATH, cache)
+        r = speed_ratio(entry, t_grad)
         if entry["fingerprint"] != fp:
             stale.append(fam)
+        elif r is None or not 1 / SPEED_TOLERANCE <= r <= SPEED_TOLERANCE:
+            stale.append(f"{fam} (machine speed {'unrecorded' if r is None else f'x{r:.2f}'})")
         for lr in GRIDS[fam]:
             for s in SEEDS:
                 runs[(fam, lr, s)] = [(t, math.inf if v is None or not math.isfinite(v) else v)
@@ -345,8 +385,12 @@ def diverges(name, p, candidate, budget):
     hp = constructor_kwargs(candidate.optimizer, candidate.hyperparameters)
     key = f"divergence|{name}|{candidate.optimizer}|{json.dumps(hp, sort_keys=True, default=str)}|budget={budget:g}"
     cache = _load(GROUND_TRUTH_PATH)
-    if key in cache and cache[key]["fingerprint"] == source_fingerprint(candidate.optimizer):
-        return cache[key]["diverged"]
+    t_grad = gradient_seconds(p)
+    hit = cache.get(key)
+    if hit and hit["fingerprint"] == source_fingerprint(candidate.optimizer):
+        r = speed_ratio(hit, t_grad)
+        if r is not None and 1 / SPEED_TOLERANCE <= r <= SPEED_TOLERANCE:
+            return hit["diverged"]
     l0 = _full_loss(p["model"], p["loss"], p["data"])
     out = False
     for s in SEEDS:
@@ -355,7 +399,7 @@ def diverges(name, p, candidate, budget):
             out = True
             break
     cache = _load(GROUND_TRUTH_PATH)
-    cache[key] = {"fingerprint": source_fingerprint(candidate.optimizer), "diverged": out}
+    cache[key] = {"fingerprint": source_fingerprint(candidate.optimizer), "diverged": out, "gradient_seconds": t_grad}
     _save(GROUND_TRUTH_PATH, cache)
     return out
 
@@ -423,7 +467,8 @@ def main(argv=None):
     ap.add_argument("--budget", type=float, default=0.6, help="CPU seconds per training run")
     ap.add_argument("--trial", type=float, default=6.0, help="CPU seconds of trials per problem (0: none)")
     ap.add_argument("--only", default=None, help="comma list of problem names")
-    ap.add_argument("--refresh", default="", help="rerun the ground truth of these families ('all' or a comma list)")
+    ap.add_argument("--refresh", default="", help="rerun the ground truth of these families ('all', 'stale': measured with other optimizer code "
+                         "or at another machine speed, or a comma list)")
     ap.add_argument("--refresh-analysis", action="store_true", help="rerun analyze (cached otherwise)")
     ap.add_argument("--ground-truth-only", action="store_true", help="fill the caches, ask no recommendation")
     ap.add_argument("--no-write", action="store_true", help="do not write recommender_suite.md")
@@ -436,7 +481,7 @@ def main(argv=None):
 
     families = [f for f in GRIDS if runnable(f)[0]]
     refresh = tuple(x for x in args.refresh.split(",") if x)
-    header = (f"CPU time (process_time), torch threads 1 (machine loaded); budget {args.budget:g} s per run, "
+    header = (f"CPU time (process_time), torch threads 1, load average {os.getloadavg()[0]:.2f}; budget {args.budget:g} s per run, "
               f"{len(SEEDS)} seeds, trials {args.trial:g} s; families {', '.join(families)}")
     print("# recommender suite: " + header, flush=True)
     rows = []
