@@ -386,31 +386,71 @@ def measure(runs, families, budget=0.6, target_from="run", floor=0.0):
     return target, fam_stats, ranking
 
 
-def diverges(name, p, candidate, budget):
-    """Whether the candidate's advice (all its hyperparameters) diverges on one of 3 seeds (cached)."""
+def advice_runs(name, p, candidate, budget):
+    """The top pick trained with all its suggested hyperparameters (not only its lr: K-FAC's damping, say)
+    on every seed for the budget (cached): ``(diverged, curves)``; diverged on a seed is > 1.5x the initial
+    loss or non-finite, and the remaining seeds are not trained then (curves has fewer than 3)."""
     from curvlens.recommend.build import constructor_kwargs
 
     if candidate.optimizer not in GRIDS:
-        return False
+        return False, []
     hp = constructor_kwargs(candidate.optimizer, candidate.hyperparameters)
-    key = f"divergence|{name}|{candidate.optimizer}|{json.dumps(hp, sort_keys=True, default=str)}|budget={budget:g}"
+    key = f"advice|{name}|{candidate.optimizer}|{json.dumps(hp, sort_keys=True, default=str)}|budget={budget:g}"
     cache = _load(GROUND_TRUTH_PATH)
     t_grad = gradient_seconds(p)
     hit = cache.get(key)
     if hit and hit["fingerprint"] == source_fingerprint(candidate.optimizer):
         r = speed_ratio(hit, t_grad)
         if r is not None and 1 / SPEED_TOLERANCE <= r <= SPEED_TOLERANCE:
-            return hit["diverged"]
+            return hit["diverged"], [[(t, math.inf if v is None else v) for t, v in c] for c in hit["curves"]]
     l0 = _full_loss(p["model"], p["loss"], p["data"])
-    out = False
+    out, curves = False, []
     for s in SEEDS:
         c = train(p, candidate.optimizer, None, s, budget, hp=hp)
+        curves.append(c)
         if any(not math.isfinite(v) or v > 1.5 * l0 for _, v in c):
             out = True
             break
     cache = _load(GROUND_TRUTH_PATH)
-    cache[key] = {"fingerprint": source_fingerprint(candidate.optimizer), "diverged": out, "gradient_seconds": t_grad}
+    cache[key] = {"fingerprint": source_fingerprint(candidate.optimizer), "diverged": out, "gradient_seconds": t_grad,
+                  "curves": [[(t, v if math.isfinite(v) else None) for t, v in c] for c in curves]}
     _save(GROUND_TRUTH_PATH, cache)
+    return out, curves
+
+
+def advice_rank(curves, target, stats, ranking, family):
+    """Where the advice as given would rank among the other families' best grid values: its median time to
+    the target and median final loss over the seeds (a diverged seed counts as never, with an infinite
+    final), and its 1-based position by (time, final) among the families of ``ranking`` but its own
+    ``family`` (whose grid ran with other fixed settings)."""
+    times = sorted([time_to(c, target) for c in curves] + [math.inf] * (len(SEEDS) - len(curves)))
+    finals = sorted([c[-1][1] for c in curves] + [math.inf] * (len(SEEDS) - len(curves)))
+    t, fin = times[len(times) // 2], finals[len(finals) // 2]
+    rank = 1 + sum((stats[f]["time"], stats[f]["final"]) < (t, fin) for f in ranking if f != family)
+    return t, fin, rank
+
+
+def family_unresolved(runs, families, stats, ranking, target, budget):
+    """The families the measurement does not tell apart from the second best: median time to the target
+    within the second best's resolution (its seed spread at its best lr or the recording interval, whichever
+    is larger); when the second best never reaches the target, median final loss within its seed range.
+    The best two are always in the set (the family analogue of :func:`unresolved_lrs`)."""
+    if len(ranking) < 2:
+        return list(ranking)
+    second = ranking[1]
+    lr2 = stats[second]["best_lr"]
+    times = sorted(time_to(runs[(second, lr2, s)], target) for s in SEEDS)
+    finals = sorted(runs[(second, lr2, s)][-1][1] for s in SEEDS)
+    t2 = stats[second]["time"]
+    out = []
+    for f in ranking:
+        t, fin = stats[f]["time"], stats[f]["final"]
+        if math.isfinite(t2):
+            ok = math.isfinite(t) and t - t2 <= max(times[-1] - times[0], budget / 30) + 1e-12
+        else:
+            ok = not math.isfinite(t) and fin <= finals[-1]
+        if ok or f in ranking[:2]:
+            out.append(f)
     return out
 
 
@@ -455,8 +495,11 @@ def advise(p, summary, trial):
     return rec, rec_t
 
 
-def evaluate(name, p, rec, stats, ranking, budget):
+def evaluate(name, p, rec, stats, ranking, budget, target=None, unresolved=()):
     top = rec.top
+    diverged, curves = advice_runs(name, p, top, budget)
+    a_time, a_final, a_rank = advice_rank(curves, target, stats, ranking, top.optimizer) if target is not None and curves \
+        else (math.inf, math.inf, None)
     lr = top.hyperparameters.get("lr")
     best_lr = stats.get(top.optimizer, {}).get("best_lr")
     ratio = lr / best_lr if lr is not None and best_lr is not None else None
@@ -465,7 +508,8 @@ def evaluate(name, p, rec, stats, ranking, budget):
     lrs = {c.optimizer: (c.hyperparameters.get("lr"), stats[c.optimizer]["best_lr"]) for c in rec.candidates
            if c.optimizer in stats and c.hyperparameters.get("lr") is not None}
     return dict(top=top.optimizer, lr=lr, in_top2=top.optimizer in ranking[:2], ratio=ratio,
-                lr_ok=ratio is not None and 1 / 3 <= ratio <= 3, diverged=diverges(name, p, top, budget),
+                in_top2_resolved=top.optimizer in unresolved, advice_time=a_time, advice_final=a_final,
+                advice_rank=a_rank, lr_ok=ratio is not None and 1 / 3 <= ratio <= 3, diverged=diverged,
                 ratio_resolved=None if near is None else lr / near,
                 lr_ok_resolved=near is not None and 1 / 3 <= lr / near <= 3,
                 picks=[c.optimizer for c in rec.candidates if c.runnable][:3], family_lr_ratio={
@@ -507,10 +551,12 @@ def main(argv=None):
         if args.ground_truth_only:
             continue
         rec, rec_t = advise(p, summary, args.trial)
-        row = dict(name=name, kind=p["kind"], ranking=ranking, stats=stats, target=target, stale=stale)
+        unresolved = family_unresolved(runs, families, stats, ranking, target, args.budget)
+        row = dict(name=name, kind=p["kind"], ranking=ranking, stats=stats, target=target, stale=stale,
+                   unresolved=unresolved)
         for tag, r in (("plain", rec), ("trial", rec_t)):
             if r is not None:
-                row[tag] = evaluate(name, p, r, stats, ranking, args.budget)
+                row[tag] = evaluate(name, p, r, stats, ranking, args.budget, target, unresolved)
         rows.append(row)
         _print_row(row)
         print(f"#   ({time.process_time() - t0:.0f} s CPU)", flush=True)

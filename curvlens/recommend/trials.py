@@ -8,8 +8,9 @@ makes :data:`LINE_SEARCH_ITERS` iterations, each with a complete search (``max_e
 torch's default cuts the search short). Every run has a fixed number of steps, planned from the trial time
 and the measured cost of one step, so that a run is replayed exactly by ``(seed, steps)``; its
 CPU time (``time.process_time``) is measured. When the best run of a bracket (by its final
-loss: the runs make equal steps) is at the bracket's edge, one more lr beyond that edge is run
-(:func:`_extension`; every run's time share leaves room for it). Candidates are re-ranked by
+loss: the runs make equal steps) is at the bracket's edge, one more lr beyond that edge is run, and
+one more again while the new lr is the best (:func:`_extension`, :data:`TRIAL_EXTENSIONS`; every
+run's time share leaves room for them). Candidates are re-ranked by
 the loss decrease per second of their best bracket member to a common deep loss
 (:mod:`curvlens.recommend.trial_rank`; the best member of a bracket is chosen the same way), a diverged
 run counting as no progress.
@@ -40,6 +41,9 @@ __all__ = ["TrialResult", "run_trials", "TRIAL_BRACKET", "plan_steps", "step_sec
 
 #: learning-rate multipliers tried around each candidate's advice
 TRIAL_BRACKET = (1 / 3, 1.0, 3.0)
+#: at most this many extensions of a bracket beyond its edge (:func:`_extension`), each made only while
+#: the previous one was the best run: with :data:`TRIAL_BRACKET` the bracket then reaches 27x either way
+TRIAL_EXTENSIONS = 2
 #: a run whose full-data loss exceeds this multiple of the initial loss has diverged
 DIVERGED_FACTOR = 1.5
 #: full-data loss evaluations recorded per run (the curve in the report)
@@ -64,8 +68,8 @@ class TrialResult:
 
     Attributes:
         optimizer, label: the candidate.
-        lrs: ``(R,)`` learning rates tried (the bracket around the advice, then the extension
-            beyond its edge when its best run was there).
+        lrs: ``(R,)`` learning rates tried (the bracket around the advice, then the extensions
+            beyond its edge while its best run was there).
         steps: optimizer steps per run (the plan; replay with ``run_trials(..., steps=...)``).
         run_index, steps_done, seconds, losses: the curves, one row per record: which run
             (index into ``lrs``), steps done, CPU seconds spent in steps, full-data loss.
@@ -124,11 +128,15 @@ def _extension(lrs: list[float], finals: list[float]) -> float | None:
     The runs of one bracket make the same number of steps from the same weights and seed, so their
     final losses (a diverged run: infinite) compare the lrs deterministically: the decision is
     replayed exactly by the seed. When the best is the smallest lr (also when every run
-    diverged) the bracket's ratio is applied once more downwards, when it is the largest, upwards:
-    with :data:`TRIAL_BRACKET` this reaches 9x either way, so advice 10x off is corrected to
+    diverged) the bracket's ratio is applied once more downwards, when it is the largest, upwards.
+    The lrs may come in any order (an earlier extension is appended at the end); they are sorted
+    first. :func:`run_trials` extends up to :data:`TRIAL_EXTENSIONS` times, while the edge stays
+    best: with :data:`TRIAL_BRACKET` this reaches 27x either way, so advice 30x off is corrected to
     within 3x of the best value."""
     if len(lrs) < 2 or len(finals) != len(lrs):
         return None
+    order = sorted(range(len(lrs)), key=lambda k: lrs[k])
+    lrs, finals = [lrs[k] for k in order], [finals[k] for k in order]
     i = min(range(len(finals)), key=lambda k: (finals[k], k))
     if i == 0:
         return lrs[0] * lrs[0] / lrs[1]
@@ -287,7 +295,8 @@ def run_trials(candidates: Sequence, model: torch.nn.Module, loss_fn: Any, data:
     grads = [p.grad for p in params]
     flags = [(m, m.training) for m in model.modules()]
     hooks = _hook_keys(model)
-    runs = sum(len(_bracket(c)) + (len(_bracket(c)) > 1) for c in candidates) or 1  # a share for an extension
+    runs = sum(len(_bracket(c)) + TRIAL_EXTENSIONS * (len(_bracket(c)) > 1)
+               for c in candidates) or 1  # shares for the extensions
     t_grad = gradient_seconds if gradient_seconds and gradient_seconds > 0 else 1e-3
     n = int(data[0].shape[0]) if isinstance(data, (tuple, list)) and len(data) == 2 and \
         isinstance(data[0], torch.Tensor) else None
@@ -328,8 +337,10 @@ def run_trials(candidates: Sequence, model: torch.nn.Module, loss_fn: Any, data:
 
             for lr in lrs:
                 run(lr)
-            more = _extension(lrs, finals)
-            if more is not None:
+            for _ in range(TRIAL_EXTENSIONS):
+                more = _extension(lrs, finals)
+                if more is None:
+                    break
                 lrs.append(more)
                 run(more)
             best = _best_run(rows, finals, div, lrs)
