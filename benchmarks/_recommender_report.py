@@ -33,8 +33,8 @@ def _detail(row):
                        f"{_lr(r.get('ratio_resolved'))}); diverged: {r['diverged']}; "
                        f"suggested/best lr: {ratios}")
             if r.get("advice_rank") is not None:
-                out.append(f"   advice as given ({tag}; all its hyperparameters, 3"
-                           f" seeds): time to target {_fmt_t(r['advice_time'])}, final {r['advice_final']:.4g}; "
+                out.append(f"   advice as given ({tag}; all its hyperparameters, every"
+                           f" seed): time to target {_fmt_t(r['advice_time'])}, final {r['advice_final']:.4g}; "
                            f"would rank {r['advice_rank']} of {len(row['ranking'])} among the other families")
     return out
 
@@ -79,7 +79,7 @@ def _table(rows):
 
 def _write_md(rows, lines, header):
     text = ["# Recommender validation suite", "", f"`benchmarks/recommender_suite.py`: {header}.", "",
-            "Measured ranking: CPU time of each family's best grid value to the target loss (median of 3 seeds). "
+            "Measured ranking: CPU time of each family's best grid value to the target loss (median of 5 seeds). "
             "lr / best lr: the top pick's suggested lr over that family's best grid value (target: within 3x). "
             "lr / nearest unresolved: over the nearest grid value that the measurement does not tell apart from the "
             "best (median time to target within the best value's seed spread or the 0.02 s recording interval; "
@@ -88,7 +88,7 @@ def _write_md(rows, lines, header):
             "In best 2 (unresolved): the strict column is the target; in brackets, whether the pick is among the "
             "families whose median time to target lies within the second best's resolution (its seed spread or the "
             "recording interval). Advice as given ranks: the top pick trained with all its suggested "
-            "hyperparameters (K-FAC's damping, say, not the grid's fixed settings) on 3 seeds, its median time to "
+            "hyperparameters (K-FAC's damping, say, not the grid's fixed settings) on 5 seeds, its median time to "
             "target placed among the other families' best grid values (1: faster than every other family). "
             "Diverged: that run exceeds 1.5x the initial loss on a seed.", ""] + lines + ["", "## Per problem", "", "```"]
     for r in rows:
