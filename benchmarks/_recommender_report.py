@@ -32,6 +32,11 @@ def _detail(row):
                        f"{r['in_top2']}; lr ratio {_lr(r['ratio'])} (against the nearest unresolved value: "
                        f"{_lr(r.get('ratio_resolved'))}); diverged: {r['diverged']}; "
                        f"suggested/best lr: {ratios}")
+            if tag == "trial":
+                for seed, x in list(row.get("trial_seeds", {}).items())[1:]:
+                    out.append(f"   recommender (trial seed {seed}): top {x['top']} lr {_lr(x['lr'])}; in best two: "
+                               f"{x['in_top2']}; lr ratio {_lr(x['ratio'])} (nearest unresolved "
+                               f"{_lr(x.get('ratio_resolved'))}); advice as given ranks {x.get('advice_rank')}")
             if r.get("advice_rank") is not None:
                 out.append(f"   advice as given ({tag}; all its hyperparameters, every"
                            f" seed): time to target {_fmt_t(r['advice_time'])}, final {r['advice_final']:.4g}; "
@@ -74,6 +79,16 @@ def _table(rows):
                      f"diverged on {ok[tag + '_lr']}/{n} (of a value the measurement does not tell from the best: "
                      f"{ok[tag + '_res']}/{n}); the advice as given (all its hyperparameters) ranks first or second on "
                      f"{ok[tag + '_adv']}/{n}.")
+    seeds = list(rows[0].get("trial_seeds", {})) if rows else []
+    if len(seeds) > 1:
+        per = []
+        for s in seeds:
+            xs = [r["trial_seeds"][s] for r in rows if s in r.get("trial_seeds", {})]
+            per.append(f"seed {s}: best two {sum(bool(x['in_top2']) for x in xs)}/{n}, lr within 3x "
+                       f"{sum(bool(x['lr_ok']) and not x['diverged'] for x in xs)}/{n} (unresolved set "
+                       f"{sum(bool(x['lr_ok_resolved']) and not x['diverged'] for x in xs)}/{n}), advice as given first "
+                       f"or second {sum(x.get('advice_rank') is not None and x['advice_rank'] <= 2 for x in xs)}/{n}")
+        lines.append("with trial, per trial seed (the table shows the first): " + "; ".join(per) + ".")
     return lines
 
 

@@ -486,15 +486,18 @@ def analysis_summary(name, p, refresh=False):
     return summary
 
 
-def advise(p, summary, trial):
-    """The recommendation without and with trials; both get the model, so the recommender
-    measures what the summary lacks (its probe, and one step of every candidate)."""
+def advise(p, summary, trial, trial_seeds=(0,)):
+    """The recommendation without trials, and with trials for each of ``trial_seeds`` (a list); all get
+    the model, so the recommender measures what the summary lacks (its probe, and one step of every
+    candidate). The trials plan their steps from measured CPU time, so two runs differ even at one
+    seed; several seeds show how much the pick moves."""
     kw = dict(model=p["model"], loss_fn=p["loss"], data=p["data"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         rec = recommend(dict(summary), context(p), **kw)
-        rec_t = recommend(dict(summary), context(p), **kw, trial=trial) if trial else None
-    return rec, rec_t
+        recs_t = [recommend(dict(summary), context(p), **kw, trial=trial, seed=s) for s in trial_seeds] \
+            if trial else []
+    return rec, recs_t
 
 
 def evaluate(name, p, rec, stats, ranking, budget, target=None, unresolved=()):
@@ -522,6 +525,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--budget", type=float, default=0.6, help="CPU seconds per training run")
     ap.add_argument("--trial", type=float, default=6.0, help="CPU seconds of trials per problem (0: none)")
+    ap.add_argument("--trial-seeds", default="0,1,2",
+                    help="comma list of trial seeds (the table shows the first; the summary counts each)")
     ap.add_argument("--only", default=None, help="comma list of problem names")
     ap.add_argument("--refresh", default="", help="rerun the ground truth of these families ('all', 'stale': measured with other optimizer code "
                          "or at another machine speed, or a comma list)")
@@ -537,8 +542,9 @@ def main(argv=None):
 
     families = [f for f in GRIDS if runnable(f)[0]]
     refresh = tuple(x for x in args.refresh.split(",") if x)
+    trial_seeds = [int(x) for x in args.trial_seeds.split(",") if x.strip()] or [0]
     header = (f"CPU time (process_time), torch threads 1, load average {os.getloadavg()[0]:.2f}; budget {args.budget:g} s per run, "
-              f"{len(SEEDS)} seeds, trials {args.trial:g} s; families {', '.join(families)}")
+              f"{len(SEEDS)} seeds, trials {args.trial:g} s (trial seeds {', '.join(map(str, trial_seeds))}); families {', '.join(families)}")
     print("# recommender suite: " + header, flush=True)
     rows = []
     t_start = time.process_time()
@@ -552,13 +558,17 @@ def main(argv=None):
         summary = analysis_summary(name, p, args.refresh_analysis)
         if args.ground_truth_only:
             continue
-        rec, rec_t = advise(p, summary, args.trial)
+        rec, recs_t = advise(p, summary, args.trial, trial_seeds)
+        rec_t = recs_t[0] if recs_t else None
         unresolved = family_unresolved(runs, families, stats, ranking, target, args.budget)
         row = dict(name=name, kind=p["kind"], ranking=ranking, stats=stats, target=target, stale=stale,
                    unresolved=unresolved)
         for tag, r in (("plain", rec), ("trial", rec_t)):
             if r is not None:
                 row[tag] = evaluate(name, p, r, stats, ranking, args.budget, target, unresolved)
+        row["trial_seeds"] = {s: row["trial"] if k == 0 else evaluate(name, p, r, stats, ranking, args.budget,
+                                                                      target, unresolved)
+                              for k, (s, r) in enumerate(zip(trial_seeds, recs_t))}
         rows.append(row)
         _print_row(row)
         print(f"#   ({time.process_time() - t0:.0f} s CPU)", flush=True)

@@ -31,7 +31,7 @@ REGISTRY_NAMES = {
     "saddle_free_newton": ("saddle_free_newton", {}),
 }
 #: hyperparameters that describe the advice, never constructor arguments
-_ADVICE_ONLY = frozenset({"lr_stability_limit", "min_batch_size"})
+_ADVICE_ONLY = frozenset({"lr_stability_limit", "lr_model_step", "min_batch_size"})
 
 
 def _registry() -> dict[str, type]:

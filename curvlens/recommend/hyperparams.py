@@ -337,6 +337,9 @@ def suggest(opt: str, m: Measurements, ctx: RecommendationContext) -> tuple[dict
         noisy = ctx.batch_size is not None and not m.full_batch(ctx.batch_size, ctx.dataset_size)
         lr, why = kfac_lr(m, T.KFAC_MOMENTUM, noisy=noisy)
         hp = {"lr": lr, "momentum": T.KFAC_MOMENTUM, "damping": damping, "min_batch_size": mb}
+        model_lr = _kfac_model_lr(m, T.KFAC_MOMENTUM)[0]
+        if noisy and model_lr > lr:  # the one-step optimum above the noise-floor edge: trials span the two
+            hp["lr_model_step"] = model_lr
         notes.append(f"note: lr {fmt(lr)}: {why}; the K-FAC step's KL clip bounds each update; inverse refresh "
                      "interval: the optimizer's default")
         return hp, 1.0 + T.KFAC_STATS_OVERHEAD + T.REFRESH_PRODUCTS["kfac"] * c / T.KFAC_INVERSE_INTERVAL, notes

@@ -63,3 +63,22 @@ def test_edge_best_extends_the_bracket_reproducibly(advice, expected):
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before))
     if advice < 1:  # the (last) extension is the best run: advice 10x off comes back 9x-27x up
         assert a.best_lr == pytest.approx(a.lrs[-1]) and a.best_lr >= expected * (1 - 1e-9)
+
+
+def test_minibatch_kfac_bracket_spans_the_noise_edge_and_the_model_step():
+    from curvlens.recommend.build import constructor_kwargs
+    from curvlens.recommend.evidence import Measurements
+    from curvlens.recommend.hyperparams import polyak_lower_edge, suggest
+    from curvlens.recommend.trials import _bracket
+
+    m = Measurements({"kfac_trusted_step": 0.5, "kfac_lambda_max": 1.0, "num_samples": 1000})
+    hp, _, _ = suggest("kfac", m, RecommendationContext(batch_size=32, dataset_size=1000))
+    edge = polyak_lower_edge(0.9)
+    assert hp["lr"] == pytest.approx(edge) and hp["lr_model_step"] == pytest.approx(0.05)  # 0.5 x (1 - 0.9)
+    spec = dataclasses.make_dataclass("Spec", ["hyperparameters"])(hp)
+    assert _bracket(spec) == pytest.approx([edge, (edge * 0.05) ** 0.5, 0.05])
+    assert "lr_model_step" not in constructor_kwargs("kfac", hp)  # advice, not a K-FAC argument
+    full, _, _ = suggest("kfac", m, RecommendationContext(batch_size=1000, dataset_size=1000))
+    assert "lr_model_step" not in full  # at the full batch the model step is the lr itself
+    spec = dataclasses.make_dataclass("Spec", ["hyperparameters"])(full)
+    assert _bracket(spec) == pytest.approx([full["lr"] * f for f in TRIAL_BRACKET])
