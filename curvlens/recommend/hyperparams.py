@@ -6,8 +6,9 @@
 - learning rate of Adam from the curvature along its early step ``sign(g)`` (measured);
 - learning rate of K-FAC from the trusted minimiser of the quadratic model along its own first
   direction, over momentum's amplification, capped by the stability limit from ``lambda_max(P G)``
-  and, at a mini-batch, by the lower edge of Polyak's heavy-ball interval (the noise floor grows
-  with the lr, the contraction rate does not);
+  and, at a mini-batch, the geometric mean of that step and the lower edge of Polyak's heavy-ball
+  interval (the noise floor grows with the lr, the contraction rate does not: the edge serves a long
+  run, the model step a short one);
 - L-BFGS's first trial step: the unit quasi-Newton step, moved to where its line search ends
   when L-BFGS steps were timed on the model;
 - initial damping from the spectrum (bounds the damped condition number, and exceeds
@@ -244,14 +245,19 @@ def kfac_lr(m: Measurements, beta: float, *, noisy: bool = False) -> tuple[float
     heavy-ball stability limit on the preconditioned curvature with the same margins as SGD's
     rule. Unmeasured: ``1 - beta``, a unit natural-gradient step, said to be a prior.
 
-    With ``noisy`` (mini-batch gradients) the lr is at most the lower edge of Polyak's interval
-    for the curvature K-FAC models exactly, ``lr = (1 - sqrt(beta))^2`` (:func:`polyak_lower_edge`
-    at eigenvalue 1 of ``P G``, K-FAC's premise ``P ~ G^-1``): every lr of the interval contracts
-    those directions at the same heavy-ball rate ``sqrt(beta)`` per step, while the stationary
-    loss excess that mini-batch noise leaves grows linearly with the lr, about
+    With ``noisy`` (mini-batch gradients) the measurements bound the lr from two sides. Below: the
+    lower edge of Polyak's interval for the curvature K-FAC models exactly, ``(1 - sqrt(beta))^2``
+    (:func:`polyak_lower_edge` at eigenvalue 1 of ``P G``, K-FAC's premise ``P ~ G^-1``): every lr
+    of the interval contracts those directions at the same heavy-ball rate ``sqrt(beta)`` per step,
+    while the stationary loss excess that mini-batch noise leaves grows linearly with the lr, about
     ``lr / (1 - beta) tr(P Sigma) / (4 B)`` on the quadratic model (the preconditioned form of the
-    SGD noise floor, Mandt et al. 2017; McCandlish et al. 2018), so the interval's least lr
-    reaches a deep loss first. The model step and the stability cap still bound it above.
+    SGD noise floor, Mandt et al. 2017; McCandlish et al. 2018), so a long run to a deep loss is
+    best served there. Above: the model step, the best single step with the noise included, which
+    serves a short run. Which applies depends on the run's length, which the recommender does not
+    know, so the lr is their geometric mean: the value whose worst-case factor from an optimum
+    anywhere between the two bounds, ``sqrt(model step / edge)``, is least (the minimax choice on a
+    log scale). A trial (:func:`~curvlens.recommend.trials._bracket`) runs both bounds and the mean.
+    A model step below the edge is kept.
 
     Example:
         >>> from curvlens.recommend.evidence import Measurements
@@ -262,17 +268,21 @@ def kfac_lr(m: Measurements, beta: float, *, noisy: bool = False) -> tuple[float
         >>> kfac_lr(Measurements({}), 0.9)[0]
         0.1
         >>> round(kfac_lr(Measurements({"kfac_trusted_step": 0.3, "kfac_lambda_max": 1.0}), 0.9, noisy=True)[0], 6)
-        0.002633
+        0.008888
     """
     lr, why = _kfac_model_lr(m, beta)
     if noisy:
         edge = polyak_lower_edge(beta)
         if edge < lr:
-            return edge, (f"(1 - sqrt(momentum {fmt(beta)}))^2 = {fmt(edge, 3)}: the least lr at which heavy-ball "
-                          "momentum contracts the directions K-FAC models exactly (eigenvalue 1 of P G) at its full "
-                          "rate sqrt(momentum) per step (Polyak 1964); larger lrs contract them no faster while the "
-                          "loss floor left by mini-batch noise grows with the lr (lr / (1 - momentum) x "
-                          f"tr(P Sigma) / 4B, Mandt et al. 2017); below the step {fmt(lr)} suggested without noise: {why}")
+            mean = math.sqrt(edge * lr)
+            return mean, (f"sqrt({fmt(edge, 3)} x {fmt(lr, 3)}), the geometric mean of two measured bounds, within "
+                          f"{fmt(lr / mean, 3)}x of either: below, (1 - sqrt(momentum {fmt(beta)}))^2 = {fmt(edge, 3)}, "
+                          "the least lr at which heavy-ball momentum contracts the directions K-FAC models exactly "
+                          "(eigenvalue 1 of P G) at its full rate sqrt(momentum) per step (Polyak 1964), where the "
+                          "loss floor left by mini-batch noise, which grows with the lr (lr / (1 - momentum) x "
+                          "tr(P Sigma) / 4B, Mandt et al. 2017), is lowest: best for a long run; above, the model "
+                          f"step {fmt(lr)}, best for a short one: {why}; the run's length decides (trial= runs both "
+                          "bounds)")
         why += f"; at or below the noise-floor edge (1 - sqrt(momentum))^2 = {fmt(edge, 3)}"
     return lr, why
 
@@ -338,7 +348,7 @@ def suggest(opt: str, m: Measurements, ctx: RecommendationContext) -> tuple[dict
         lr, why = kfac_lr(m, T.KFAC_MOMENTUM, noisy=noisy)
         hp = {"lr": lr, "momentum": T.KFAC_MOMENTUM, "damping": damping, "min_batch_size": mb}
         model_lr = _kfac_model_lr(m, T.KFAC_MOMENTUM)[0]
-        if noisy and model_lr > lr:  # the one-step optimum above the noise-floor edge: trials span the two
+        if noisy and model_lr > lr:  # the one-step optimum above the lr: trials span the noise edge to it
             hp["lr_model_step"] = model_lr
         notes.append(f"note: lr {fmt(lr)}: {why}; the K-FAC step's KL clip bounds each update; inverse refresh "
                      "interval: the optimizer's default")

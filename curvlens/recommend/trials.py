@@ -1,7 +1,7 @@
 """Trial runs: short, seeded runs of the top candidates that re-rank them by measured progress.
 
 Each candidate is run from the same weights with a small learning-rate bracket around its
-advice (``lr x TRIAL_BRACKET``; for K-FAC at a mini-batch, from its noise-floor lr to its measured
+advice (``lr x TRIAL_BRACKET``; for K-FAC at a mini-batch, from its noise-floor edge to its measured
 model step, :func:`_bracket`). For a line-search method such as L-BFGS the lr is the first
 step the line search tries: the search accepts or shortens it, so the bracket measures which
 initial step costs the fewest evaluations, and the trial's best becomes the advice; an L-BFGS step
@@ -119,18 +119,18 @@ def _bracket(candidate) -> list[float]:
     """The lrs tried: the advice times :data:`TRIAL_BRACKET` (a line search's first trial step too).
 
     When the advice carries ``lr_model_step`` above its lr by more than the bracket's ratio (K-FAC at
-    a mini-batch: the lr is the noise-floor edge ``(1 - sqrt(beta))^2`` and ``lr_model_step`` the
-    measured one-step optimum of the quadratic model, :func:`~curvlens.recommend.hyperparams.kfac_lr`),
-    the bracket spans the two instead: the edge, their geometric mean and the model step. Which of
-    the two a run of this length favours is what the measurements cannot say; the extensions go on
-    past either end."""
+    a mini-batch: the lr is the geometric mean of the noise-floor edge ``(1 - sqrt(beta))^2`` and
+    ``lr_model_step``, the measured one-step optimum of the quadratic model,
+    :func:`~curvlens.recommend.hyperparams.kfac_lr`), the bracket spans the two bounds instead:
+    ``lr^2 / lr_model_step`` (the edge), the lr and the model step. Which bound a run of this length
+    favours is what the measurements cannot say; the extensions go on past either end."""
     hp = candidate.hyperparameters
     lr = hp.get("lr")
     if lr is None:
         return [1.0]
     upper = hp.get("lr_model_step")
     if isinstance(upper, (int, float)) and math.isfinite(upper) and upper > float(lr) * TRIAL_BRACKET[-1]:
-        return [float(lr), math.sqrt(float(lr) * float(upper)), float(upper)]
+        return [float(lr) ** 2 / float(upper), float(lr), float(upper)]
     return [float(lr) * f for f in TRIAL_BRACKET]
 
 

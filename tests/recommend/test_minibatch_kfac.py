@@ -69,7 +69,7 @@ def test_progress_ratio_at_a_mini_batch_is_seeded():
     assert a["kfac_progress_ratio"] == b["kfac_progress_ratio"] > 0
 
 
-def test_kfac_lr_at_a_mini_batch_is_the_polyak_lower_edge():
+def test_kfac_lr_at_a_mini_batch_is_the_mean_of_the_polyak_edge_and_the_model_step():
     beta = 0.9
     edge = polyak_lower_edge(beta)
     assert edge == pytest.approx((1 - math.sqrt(0.9)) ** 2)
@@ -79,11 +79,15 @@ def test_kfac_lr_at_a_mini_batch_is_the_polyak_lower_edge():
     m = Measurements({"kfac_trusted_step": 0.3, "kfac_lambda_max": 1.0})
     full, why_full = kfac_lr(m, beta)
     mini, why = kfac_lr(m, beta, noisy=True)
-    assert full == pytest.approx(0.03) and mini == pytest.approx(edge) and "Polyak" in why and "noise" in why
+    # the geometric mean: its worst-case factor from an optimum anywhere in [edge, model step] is least
+    assert full == pytest.approx(0.03) and mini == pytest.approx(math.sqrt(edge * 0.03))
+    assert max(mini / edge, 0.03 / mini) == pytest.approx(math.sqrt(0.03 / edge))
+    assert "Polyak" in why and "noise" in why and "geometric mean" in why
     small = Measurements({"kfac_trusted_step": 0.01, "kfac_lambda_max": 1.0})  # a model step below the edge stays
     assert kfac_lr(small, beta, noisy=True)[0] == pytest.approx(0.001)
     summary = {"lambda_max": 10.0, "kfac_trusted_step": 0.3, "kfac_lambda_max": 1.0, "num_samples": 1000}
-    assert suggest("kfac", Measurements(summary), RecommendationContext(batch_size=32))[0]["lr"] == pytest.approx(edge)
+    hp = suggest("kfac", Measurements(summary), RecommendationContext(batch_size=32))[0]
+    assert hp["lr"] == pytest.approx(math.sqrt(edge * 0.03)) and hp["lr_model_step"] == pytest.approx(0.03)
     assert suggest("kfac", Measurements(summary), RecommendationContext(batch_size=1000))[0]["lr"] == \
         pytest.approx(0.03)
 

@@ -74,9 +74,10 @@ def test_minibatch_kfac_bracket_spans_the_noise_edge_and_the_model_step():
     m = Measurements({"kfac_trusted_step": 0.5, "kfac_lambda_max": 1.0, "num_samples": 1000})
     hp, _, _ = suggest("kfac", m, RecommendationContext(batch_size=32, dataset_size=1000))
     edge = polyak_lower_edge(0.9)
-    assert hp["lr"] == pytest.approx(edge) and hp["lr_model_step"] == pytest.approx(0.05)  # 0.5 x (1 - 0.9)
+    mean = (edge * 0.05) ** 0.5
+    assert hp["lr"] == pytest.approx(mean) and hp["lr_model_step"] == pytest.approx(0.05)  # 0.5 x (1 - 0.9)
     spec = dataclasses.make_dataclass("Spec", ["hyperparameters"])(hp)
-    assert _bracket(spec) == pytest.approx([edge, (edge * 0.05) ** 0.5, 0.05])
+    assert _bracket(spec) == pytest.approx([edge, mean, 0.05])
     assert "lr_model_step" not in constructor_kwargs("kfac", hp)  # advice, not a K-FAC argument
     full, _, _ = suggest("kfac", m, RecommendationContext(batch_size=1000, dataset_size=1000))
     assert "lr_model_step" not in full  # at the full batch the model step is the lr itself
