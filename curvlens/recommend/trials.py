@@ -48,7 +48,7 @@ TRIAL_EXTENSIONS = 2
 #: a run whose full-data loss exceeds this multiple of the initial loss has diverged
 DIVERGED_FACTOR = 1.5
 #: full-data loss evaluations recorded per run (the curve in the report)
-CURVE_POINTS = 8
+CURVE_POINTS = 30
 MIN_STEPS, MAX_STEPS = 3, 20_000
 #: steps timed per candidate to plan its runs
 CALIBRATION_STEPS = 3
