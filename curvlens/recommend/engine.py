@@ -130,7 +130,8 @@ def recommend(analysis: Any, context: RecommendationContext | Mapping | None = N
     the curvature along Adam's step for its learning rate) and times one step of every runnable
     candidate with its suggested hyperparameters (``step_seconds_<candidate>``, the time model of
     the ``step_cost`` rule). With ``trial=seconds`` it then runs
-    the top ``trial_candidates`` runnable candidates over a small lr bracket each
+    the top ``trial_candidates`` runnable candidates (and any whose score ties the last of them within
+    the step timings' resolution, :func:`trial_set`) over a small lr bracket each
     (:func:`~curvlens.recommend.trials.run_trials`) and re-ranks them by measured loss decrease
     per second down to a common deep loss (:mod:`~curvlens.recommend.trial_rank`); the user's
     model comes back bit-identical and the global RNG is not touched.
@@ -298,12 +299,23 @@ def _rates_to_common_level(trials) -> tuple[dict[str, float], dict[str, tuple]]:
     return rates, keys
 
 
+def trial_set(candidates: Sequence[RankedCandidate], k: int) -> list[RankedCandidate]:
+    """The candidates a trial runs: the top ``k`` runnable ones, and any further runnable one whose score
+    ties the ``k``-th within :data:`~curvlens.recommend.thresholds.TRIAL_TIE_MARGIN` (a difference the
+    step timings cannot resolve)."""
+    ok = [c for c in candidates if c.runnable]
+    if len(ok) <= k:
+        return ok
+    edge = ok[k - 1].score - T.TRIAL_TIE_MARGIN
+    return ok[:k] + [c for c in ok[k:] if c.score >= edge]
+
+
 def _rerank_by_trials(candidates, model, loss_fn, data, seconds, ctx, m, k, seed):
     """Run the top ``k`` runnable candidates; order them by measured loss decrease per second to a common
     deep loss and adopt each one's best lr. The rest keep their order after them."""
     from curvlens.recommend.trials import run_trials
 
-    tried = [c for c in candidates if c.runnable][:k]
+    tried = trial_set(candidates, k)
     if not tried:
         return candidates, ()
     full = m.full_batch(ctx.batch_size, ctx.dataset_size)

@@ -8,6 +8,8 @@ cited below, not universal truths: change them here (one place) if your experien
 
 from __future__ import annotations
 
+import math
+
 # --- stability (Cohen et al. 2021, "Gradient Descent on Neural Networks Typically Occurs at
 # the Edge of Stability"; the momentum-adjusted threshold (2 + 2*beta)/lr is the stability
 # limit of heavy-ball momentum on a quadratic, e.g. Goh 2017 "Why Momentum Really Works").
@@ -103,6 +105,11 @@ STEP_COST_PENALTY = 0.5
 #: e.g. Adam/SGD 1.07-1.34 on a digits MLP and K-FAC/SGD 2.06-2.78 on an autoencoder over three
 #: processes each, so a smaller difference in cost is not evidence.
 STEP_COST_RESOLUTION = 1.3
+#: candidates whose scores lie within this of the last one a trial runs are tried too: the score a step-time
+#: difference under :data:`STEP_COST_RESOLUTION` can move, ``STEP_COST_PENALTY * log10(STEP_COST_RESOLUTION)``
+#: (0.057), so that which of two tied candidates is tried is not decided by timing noise (measured: on the suite's
+#: regression problem Newton-CG and Adam scored 1.147 and 1.128 and swapped third place between runs)
+TRIAL_TIE_MARGIN = STEP_COST_PENALTY * math.log10(STEP_COST_RESOLUTION)
 #: gradient descent's stability edge for a unit step on the preconditioned curvature ``P G``: K-FAC's
 #: unit natural-gradient step overshoots its top direction when ``lambda_max(P G)`` exceeds it
 KFAC_UNIT_STEP_EDGE = 2.0

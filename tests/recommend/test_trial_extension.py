@@ -4,6 +4,7 @@ trials.TRIAL_EXTENSIONS times."""
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -83,3 +84,23 @@ def test_minibatch_kfac_bracket_spans_the_noise_edge_and_the_model_step():
     assert "lr_model_step" not in full  # at the full batch the model step is the lr itself
     spec = dataclasses.make_dataclass("Spec", ["hyperparameters"])(full)
     assert _bracket(spec) == pytest.approx([full["lr"] * f for f in TRIAL_BRACKET])
+
+
+def test_trial_set_adds_candidates_that_tie_the_last_one_within_the_timing_resolution():
+    from curvlens.recommend import thresholds as T
+    from curvlens.recommend.engine import trial_set
+
+    rec = recommend({"lambda_max": 2.0, "num_params": 7}, RecommendationContext(batch_size=128))
+    ok = [c for c in rec.candidates if c.runnable][:5]
+    assert len(ok) == 5
+    assert T.TRIAL_TIE_MARGIN == pytest.approx(0.5 * math.log10(1.3))
+
+    def scored(*scores):
+        return [dataclasses.replace(c, score=s) for c, s in zip(ok, scores)]
+
+    cands = scored(2.0, 1.5, 1.147, 1.128, 0.8)  # the 4th ties the 3rd (0.019 < 0.057), the 5th does not
+    assert [c.optimizer for c in trial_set(cands, 3)] == [c.optimizer for c in cands[:4]]
+    cands = scored(2.0, 1.5, 1.147, 1.0, 0.8)
+    assert [c.optimizer for c in trial_set(cands, 3)] == [c.optimizer for c in cands[:3]]
+    not_runnable = [dataclasses.replace(c, runnable=False) for c in scored(2.0, 1.5, 1.147, 1.128, 0.8)[:2]]
+    assert trial_set(not_runnable + cands[2:], 3) == cands[2:]  # only runnable ones, fewer than k: all of them
