@@ -434,7 +434,7 @@ def advice_rank(curves, target, stats, ranking, family):
     return t, fin, rank
 
 
-def family_unresolved(runs, families, stats, ranking, target, budget):
+def family_unresolved(runs, stats, ranking, target, budget):
     """The families the measurement does not tell apart from the second best: median time to the target
     within the second best's resolution (its seed spread at its best lr or the recording interval, whichever
     is larger); when the second best never reaches the target, median final loss within its seed range.
@@ -564,7 +564,7 @@ def main(argv=None):
             continue
         rec, recs_t = advise(p, summary, args.trial, trial_seeds)
         rec_t = recs_t[0] if recs_t else None
-        unresolved = family_unresolved(runs, families, stats, ranking, target, args.budget)
+        unresolved = family_unresolved(runs, stats, ranking, target, args.budget)
         row = dict(name=name, kind=p["kind"], ranking=ranking, stats=stats, target=target, stale=stale,
                    unresolved=unresolved)
         for tag, r in (("plain", rec), ("trial", rec_t)):

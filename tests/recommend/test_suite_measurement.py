@@ -51,7 +51,7 @@ def test_families_within_the_second_best_resolution_are_unresolved():
     runs = _runs(curves)
     target, stats, ranking = S.measure(runs, fams, 0.6)
     assert ranking[:2] == ["sgd_momentum", "adamw"]
-    out = S.family_unresolved(runs, fams, stats, ranking, target, 0.6)
+    out = S.family_unresolved(runs, stats, ranking, target, 0.6)
     assert out == ["sgd_momentum", "adamw", "kfac"]
 
 
